@@ -1,0 +1,1 @@
+/* compvis.c: being written. */

@@ -1,0 +1,32 @@
+/* model.h: what a loaded sd_model holds. Loading (model.c) fills it from a diffusers folder or
+ * a single CompVis-named safetensors file; generation (pipeline.c) reads it and never writes. */
+#ifndef SD_MODEL_H
+#define SD_MODEL_H
+
+#include "clip.h"
+#include "scheduler.h"
+#include "tokenizer.h"
+#include "unet.h"
+#include "vae.h"
+
+#define SD_MODEL_MAX_FILES 8
+
+struct sd_model {
+  char *name;
+  sd__tokenizer *tok;
+  sd__clip *clip;
+  sd__unet *unet;
+  sd__vae *vae;
+  sd__sched_config sched;
+  /* Weight sources stay open: F32 weights are used in place from the mappings. */
+  sd__wsrc *sources[SD_MODEL_MAX_FILES];
+  int nsources;
+  sd_log_fn log;
+  void *log_user;
+};
+
+/* Log through the model's callback (no-op without one). */
+void sd__model_log(const sd_model *m, sd_log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,1 @@
+/* rng.c: being written. */

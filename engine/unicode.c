@@ -1,0 +1,1 @@
+/* unicode.c: being written. */

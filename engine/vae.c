@@ -1,0 +1,1 @@
+/* vae.c: being written. */
