@@ -90,6 +90,10 @@ void sd_model_get_info(const sd_model *m, sd_model_info *info);
 /* Names accepted in sd_request.sampler, NULL-terminated. */
 extern const char *const sd_sampler_names[];
 
+/* The name A1111 shows for a sampler ("euler_a" -> "Euler a", "pndm" -> "PLMS"), for
+ * infotexts; NULL for an unknown name. */
+const char *sd_sampler_label(const char *name);
+
 /* ---- generation ------------------------------------------------------------------------- */
 
 /* Progress: called after each denoising iteration (step counts from 1 to total).
@@ -132,6 +136,10 @@ void sd_image_free(sd_image *img);
 /* Run one request. On success out->rgb is malloc'ed (free with sd_image_free). On failure out
  * is zeroed, err holds one line, and nothing else changed. Thread-safe for a shared model. */
 sd_status sd_generate(const sd_model *m, const sd_request *rq, sd_image *out, char *err);
+
+/* Tokenize with the vocab.json + merges.txt of a tokenizer folder, without a model: the 77 SD
+ * input ids as sd_model_tokenize gives them. */
+sd_status sd_tokenize_dir(const char *dir, const char *text, int32_t ids[77], char *err);
 
 /* Turn text into the 77 input ids of the model's tokenizer ([BOS] ids[:75] [EOS] padded with
  * EOS). */
