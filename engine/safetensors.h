@@ -64,6 +64,9 @@ const char *sd__dtype_name(sd_dtype dt);
 /* Convert a floating tensor to float32 into dst (numel floats). SD_ERR_UNSUPPORTED for
  * non-float dtypes. */
 sd_status sd__st_to_f32(const sd_st_tensor *t, float *dst, sd_error *err);
+/* Convert elements [first, first+count) of a float tensor into dst[0..count) (no message;
+ * SD_ERR_UNSUPPORTED for non-float dtypes). Lets callers split big tensors across threads. */
+sd_status sd__st_convert_span(const sd_st_tensor *t, float *dst, size_t first, size_t count);
 
 /* Half-precision conversions (round-to-nearest-even for the narrowing direction). */
 float sd__f16_to_f32(uint16_t h);

@@ -44,4 +44,13 @@ int sd__wsrc_shape(sd__wsrc *src, const char *name, int64_t shape[SD_ST_MAX_DIMS
 /* Bytes of float32 this source allocated for converted tensors (for the load log). */
 size_t sd__wsrc_converted_bytes(const sd__wsrc *src);
 
+/* Component name for messages ("unet", "vae", "text encoder"); default "weights". */
+void sd__wsrc_set_label(sd__wsrc *src, const char *label);
+/* Threads for converting big F16/BF16 tensors (0 = all cores, the default). */
+void sd__wsrc_set_threads(sd__wsrc *src, int threads);
+/* The label given with sd__wsrc_set_label. */
+const char *sd__wsrc_label(const sd__wsrc *src);
+/* The file behind the source. */
+const sd_safetensors *sd__wsrc_file(const sd__wsrc *src);
+
 #endif
