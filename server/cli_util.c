@@ -1,0 +1,135 @@
+/* cli_util.c: error lines and strict option/value parsing for the sdserve command line.
+ * Values are parsed whole (no trailing junk, no silent truncation, no wrap-around). */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+void cli_error(const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  for (char *p = msg; *p; p++)
+    if (*p == '\n' || *p == '\r') *p = ' ';
+  fprintf(stderr, "sdserve: error: %s\n", msg);
+}
+
+static const cli_opt *find_long(const cli_opt *opts, const char *name, size_t len) {
+  for (const cli_opt *o = opts; o->name; o++)
+    if (strlen(o->name) == len && strncmp(o->name, name, len) == 0) return o;
+  return NULL;
+}
+
+int cli_next(cli_parser *p, const char **value) {
+  *value = NULL;
+  if (p->i >= p->argc) return CLI_END;
+  char *arg = p->argv[p->i++];
+  if (p->positional_only || arg[0] != '-' || arg[1] == '\0') {
+    *value = arg;
+    return CLI_POSITIONAL;
+  }
+  if (strcmp(arg, "--") == 0) {
+    p->positional_only = 1;
+    return cli_next(p, value);
+  }
+  const cli_opt *o = NULL;
+  const char *inline_val = NULL;
+  if (arg[1] == '-') {
+    const char *name = arg + 2;
+    const char *eq = strchr(name, '=');
+    o = find_long(p->opts, name, eq ? (size_t)(eq - name) : strlen(name));
+    if (eq) inline_val = eq + 1;
+  } else if (arg[2] == '\0') {
+    for (const cli_opt *s = p->opts; s->name; s++)
+      if (s->short_name == arg[1]) o = s;
+  }
+  if (!o) {
+    cli_error("%s: unknown option '%s' (see 'sdserve %s --help')", p->cmd, arg, p->cmd);
+    return CLI_BAD;
+  }
+  if (!o->takes_value) {
+    if (inline_val) {
+      cli_error("%s: option --%s takes no value", p->cmd, o->name);
+      return CLI_BAD;
+    }
+    return (int)(o - p->opts);
+  }
+  if (inline_val) {
+    *value = inline_val;
+  } else if (p->i < p->argc) {
+    *value = p->argv[p->i++];
+  } else {
+    cli_error("%s: option --%s needs a value", p->cmd, o->name);
+    return CLI_BAD;
+  }
+  return (int)(o - p->opts);
+}
+
+int cli_parse_int(const char *opt, const char *s, long lo, long hi, int *out) {
+  char *end = NULL;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (s[0] == '\0' || *end != '\0' || errno == ERANGE || s[0] == ' ') {
+    cli_error("--%s: '%s' is not an integer", opt, s);
+    return -1;
+  }
+  if (v < lo || v > hi) {
+    cli_error("--%s: %ld is out of range (%ld..%ld)", opt, v, lo, hi);
+    return -1;
+  }
+  *out = (int)v;
+  return 0;
+}
+
+int cli_parse_float(const char *opt, const char *s, float *out) {
+  char *end = NULL;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (s[0] == '\0' || *end != '\0' || s[0] == ' ') {
+    cli_error("--%s: '%s' is not a number", opt, s);
+    return -1;
+  }
+  if (!isfinite(v) || !isfinite((float)v)) {
+    cli_error("--%s: '%s' is not a finite number", opt, s);
+    return -1;
+  }
+  *out = (float)v;
+  return 0;
+}
+
+int cli_parse_seed(const char *opt, const char *s, uint64_t *out, int *random) {
+  *random = 0;
+  if (strcmp(s, "-1") == 0) {
+    FILE *f = fopen("/dev/urandom", "rb");
+    uint64_t v = 0;
+    int ok = f && fread(&v, sizeof v, 1, f) == 1;
+    if (f) fclose(f);
+    if (!ok) {
+      cli_error("--%s -1: cannot read /dev/urandom for a random seed", opt);
+      return -1;
+    }
+    *out = v;
+    *random = 1;
+    return 0;
+  }
+  /* digits only: strtoull would accept "-5" (wrapping it) and leading spaces */
+  int ok = s[0] != '\0';
+  for (const char *c = s; *c; c++)
+    if (*c < '0' || *c > '9') ok = 0;
+  char *end = NULL;
+  errno = 0;
+  unsigned long long v = ok ? strtoull(s, &end, 10) : 0;
+  if (!ok || errno == ERANGE) {
+    cli_error("--%s: '%s' is not a seed (an integer 0..18446744073709551615, or -1 for "
+              "random)", opt, s);
+    return -1;
+  }
+  *out = (uint64_t)v;
+  return 0;
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# test.sh: install what the build needs (Debian 12; only when missing), build in build/, run
+# every test with `meson test -C build --print-errorlogs [ARGS...]`, and end with the line
+# "N passed, N failed" (skipped tests are counted apart and are not failures). The exit status
+# is non-zero when any test failed or timed out, or the build failed.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PACKAGES=(build-essential meson ninja-build pkg-config libopenblas-dev libpng-dev
+  libmicrohttpd-dev libuv1-dev libcjson-dev curl)
+
+ensure_packages() {
+  if ! command -v dpkg-query >/dev/null; then
+    echo "test.sh: not a Debian system; make sure these are installed: ${PACKAGES[*]}" >&2
+    return 0
+  fi
+  local missing=() p
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=()
+  [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+  echo "test.sh: installing ${missing[*]}" >&2
+  "${sudo[@]}" apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+    "${missing[@]}"
+}
+
+ensure_packages
+build=${SDSERVE_BUILD_DIR:-build} # override only to keep several build trees
+if [ ! -f "$build/meson-private/coredata.dat" ]; then
+  meson setup "$build"
+fi
+if ! meson compile -C "$build"; then
+  echo "test.sh: the build failed; no tests were run" >&2
+  exit 1
+fi
+
+log=$build/meson-logs/testlog.json
+rm -f "$log" # never count a previous run's results
+status=0
+meson test -C "$build" --print-errorlogs "$@" || status=$?
+
+count() { grep -c "\"result\": \"$1\"" "$log" || true; }
+if [ ! -f "$log" ]; then
+  echo "test.sh: meson wrote no test log ($log)" >&2
+  exit 1
+fi
+ok=$(count OK)
+xfail=$(count EXPECTEDFAIL)
+fail=$(count FAIL)
+timeout=$(count TIMEOUT)
+xpass=$(count UNEXPECTEDPASS)
+error=$(count ERROR)
+skip=$(count SKIP)
+passed=$((ok + xfail))
+failed=$((fail + timeout + xpass + error))
+[ "$skip" -gt 0 ] && echo "$skip skipped (not failures)"
+echo "$passed passed, $failed failed"
+if [ "$failed" -gt 0 ] || [ "$status" -ne 0 ]; then
+  exit 1
+fi
