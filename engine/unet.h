@@ -38,6 +38,10 @@ sd_status sd__unet_config_infer(sd__wsrc *src, sd__unet_config *cfg, sd_error *e
 
 typedef struct sd__unet sd__unet;
 
+/* Build the UNet over src's tensors (diffusers names), each checked against the shape cfg
+ * implies; the weights are borrowed, so src must outlive the UNet. On failure *out is NULL and
+ * err names the first missing or misshapen tensor (SD_ERR_MISSING / SD_ERR_SHAPE), or the
+ * config problem (SD_ERR_UNSUPPORTED / SD_ERR_FORMAT). Free with sd__unet_destroy (NULL ok). */
 sd_status sd__unet_load(sd__wsrc *src, const sd__unet_config *cfg, sd__unet **out,
                         sd_error *err);
 void sd__unet_destroy(sd__unet *u);
@@ -52,7 +56,11 @@ typedef struct sd__unet_residuals {
 } sd__unet_residuals;
 
 /* eps[B, out, h, w] = unet(x[B, in, h, w], t, text[B, Lt, cross_dim]). h and w divisible by
- * 2^(levels-1). Activations come from ctx's arena (reset before returning). */
+ * 2^(levels-1). Activations come from ctx's arena (reset before returning). Batch item b
+ * attends to text rows [b*Lt, (b+1)*Lt); the whole batch runs as one pass. res->down[i] are in
+ * diffusers' down_block_res_samples order (conv_in output first). The result does not depend
+ * on ctx->threads. Errors: SD_ERR_INVALID (sizes, residual count), SD_ERR_LIMIT (h*w*B above
+ * 2^24), SD_ERR_NOMEM (arena), SD_ERR_CANCELLED (ctx->cancel, polled between blocks). */
 sd_status sd__unet_forward(const sd__unet *u, sd__ctx *ctx, const float *x, int B, int h, int w,
                            float t, const float *text, int Lt, const sd__unet_residuals *res,
                            float *eps, sd_error *err);
