@@ -85,6 +85,43 @@ typedef struct sd_model_info {
 } sd_model_info;
 void sd_model_get_info(const sd_model *m, sd_model_info *info);
 
+/* ---- ControlNet ------------------------------------------------------------------------- */
+
+typedef struct sd_controlnet sd_controlnet;
+
+/* Load a ControlNet from a diffusers folder (config.json + diffusion_pytorch_model.safetensors)
+ * or a single .safetensors file (diffusers names, or the original names bare or under
+ * "control_model."; F32, F16 or BF16). opt may be NULL (only threads and log are used). On
+ * success *out owns the net (free with sd_controlnet_destroy); it is immutable and may be
+ * shared by concurrent requests, with any model whose UNet it fits (checked per request).
+ * On failure *out is NULL and err (SD_ERRMSG_MAX bytes, may be NULL) names the file. */
+sd_status sd_controlnet_load(const char *path, const sd_load_options *opt, sd_controlnet **out,
+                             char *err);
+
+/* Free a ControlNet. Accepts NULL. No request may be using it. */
+void sd_controlnet_destroy(sd_controlnet *cn);
+
+/* One ControlNet applied to a request (diffusers' StableDiffusionControlNetPipeline; several
+ * units are summed like its MultiControlNetModel). */
+typedef struct sd_control_unit {
+  const sd_controlnet *net;
+  const uint8_t *rgb;   /* control image, height x width x 3 uint8 RGB (e.g. a Canny map) */
+  int width, height;    /* of rgb; resized to the output size (PIL Lanczos) when different */
+  float scale;          /* controlnet_conditioning_scale; 0 = as if the unit were absent */
+  float start, end;     /* control_guidance_start / _end, fractions of the steps (0 and 1) */
+} sd_control_unit;
+
+/* At most this many units per request. */
+#define SD_MAX_CONTROL 8
+
+/* Fill a unit with the defaults: scale 1, start 0, end 1, no net or image. */
+void sd_control_unit_init(sd_control_unit *u);
+
+/* OpenCV's cv2.Canny(rgb, low, high) (aperture 3, L1 gradient) on a 3-channel image: edges
+ * (w x h bytes, caller-allocated) become 255 on edges, 0 elsewhere. Errors: SD_ERR_INVALID
+ * (size or thresholds), SD_ERR_NOMEM. */
+sd_status sd_canny(const uint8_t *rgb, int w, int h, double low, double high, uint8_t *edges);
+
 /* ---- samplers --------------------------------------------------------------------------- */
 
 /* Names accepted in sd_request.sampler, NULL-terminated. */
@@ -116,6 +153,8 @@ typedef struct sd_request {
   /* image-to-image: init_rgb is height x width x 3 uint8 (the request's size), NULL = none */
   const uint8_t *init_rgb;
   float strength;              /* 0..1, fraction of the schedule to run over the init image */
+  const sd_control_unit *control; /* ncontrol ControlNet units (not copied), NULL = none */
+  int ncontrol;                /* 0..SD_MAX_CONTROL */
   sd_progress_fn progress;     /* may be NULL */
   sd_cancel_fn cancel;         /* may be NULL */
   void *user;                  /* passed to progress and cancel */
