@@ -18,7 +18,7 @@ struct sd__arena {
   size_t cur;  /* index of the chunk being filled */
   size_t used; /* bytes used in chunks[cur] */
   size_t chunk_bytes;
-  size_t live, peak; /* bytes handed out (approximate: counts whole chunk tails skipped) */
+  size_t live, peak; /* bytes handed out now, and at most */
 };
 
 sd__arena *sd__arena_create(size_t chunk_bytes) {
@@ -94,17 +94,25 @@ float *sd__arena_floats(sd__arena *a, size_t n) {
 }
 
 sd__arena_mark sd__arena_get_mark(const sd__arena *a) {
-  sd__arena_mark m = {a->cur, a->used};
+  sd__arena_mark m = {a->cur, a->used, a->live};
   return m;
 }
 
 void sd__arena_reset(sd__arena *a, sd__arena_mark m) {
-  /* live is recomputed from the chunk sizes before the mark plus the mark's offset. */
-  size_t live = 0;
-  for (size_t i = 0; i < m.chunk && i < a->nchunks; i++) live += a->chunks[i].size;
   a->cur = m.chunk;
   a->used = m.used;
-  a->live = live + m.used;
+  a->live = m.live;
+  if (m.chunk == 0 && m.used == 0 && a->nchunks > 1) {
+    /* Empty again after spilling over chunks: one chunk of the peak size holds the same
+     * sequence of blocks without gaps. If that allocation fails, keep the old chunks. */
+    void *p = NULL;
+    size_t size = a->peak > a->chunk_bytes ? a->peak : a->chunk_bytes;
+    if (posix_memalign(&p, SD_ARENA_ALIGN, size) != 0) return;
+    for (size_t i = 0; i < a->nchunks; i++) free(a->chunks[i].base);
+    a->chunks[0].base = p;
+    a->chunks[0].size = size;
+    a->nchunks = 1;
+  }
 }
 
 size_t sd__arena_reserved(const sd__arena *a) {
