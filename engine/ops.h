@@ -7,6 +7,11 @@
  * Every kernel takes the job context for its thread count and scratch memory. Results never
  * depend on the thread count: each output element is computed by one thread in a fixed order,
  * reductions included. Outputs may alias inputs only where a kernel says so.
+ *
+ * Threading: each kernel runs an OpenMP team of ctx->threads over tiles fixed by the shapes;
+ * BLAS calls are made inside those tiles and run single-threaded (the kernels themselves set
+ * openblas_set_num_threads(1), process-wide, before BLAS work), so callers configure nothing.
+ * Scratch (im2col and attention tiles) comes from ctx->arena and is released before return.
  */
 #ifndef SD_OPS_H
 #define SD_OPS_H
