@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "torchmath.h"
 #include "unet.h"
 #include "unet_blocks.h"
 
@@ -184,28 +185,6 @@ const sd__unet_config *sd__unet_get_config(const sd__unet *u) { return &u->cfg; 
 
 /* ---- forward ---- */
 
-/* expf as torch 1.13's AVX2 build evaluates it (Vectorized<float>::exp = SLEEF's expf_u10, with
- * fused multiply-adds): within an ulp of exact, but not always the correctly rounded value, and
- * the time embedding multiplies that last bit by t (up to 999). Reproduced exactly (checked
- * bit for bit against torch.exp on 10^5 arguments in [-30, 10] and on the SD exponent tables). */
-static float torch_expf(float d) {
-  const float r_ln2 = 1.442695040888963407359924681001892137f;
-  const float l2u = 0.693145751953125f, l2l = 1.428606765330187045e-06f;
-  float q = rintf(d * r_ln2);
-  float s = fmaf(q, -l2u, d);
-  s = fmaf(q, -l2l, s);
-  float u = 0.000198527617612853646278381f;
-  u = fmaf(u, s, 0.00139304355252534151077271f);
-  u = fmaf(u, s, 0.00833336077630519866943359f);
-  u = fmaf(u, s, 0.0416664853692054748535156f);
-  u = fmaf(u, s, 0.166666671633720397949219f);
-  u = fmaf(u, s, 0.5f);
-  u = 1.0f + fmaf(s * s, u, s);
-  if (d < -104.0f) return 0.0f;
-  if (d > 1e38f) return INFINITY;
-  return ldexpf(u, (int)q);
-}
-
 /* get_timestep_embedding(t, dim, flip_sin_to_cos, freq_shift) in float32, as torch evaluates
  * it: exponent = fl(-ln 10000) * i / (half - shift) (true division, checked bit for bit);
  * emb = t * exp(exponent); (sin, cos), or (cos, sin) when flipped. sin/cos are evaluated in
@@ -216,7 +195,7 @@ void sd__unet_timestep_embedding(float t, int dim, int flip, int shift, float *o
   const float denom = (float)(half - shift);
   for (int i = 0; i < half; i++) {
     float e = (neg_log * (float)i) / denom;
-    float a = t * torch_expf(e);
+    float a = t * sd__torch_expf(e);
     float s = (float)sin((double)a), c = (float)cos((double)a);
     out[i] = flip ? c : s;
     out[half + i] = flip ? s : c;
