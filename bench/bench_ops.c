@@ -89,7 +89,9 @@ int main(int argc, char **argv) {
   if (threads < 1) threads = 1;
   if (reps < 1) reps = 1;
   sd__arena *arena = sd__arena_create(64u << 20);
-  sd__ctx ctx = {threads, arena, NULL, NULL};
+  sd__pool *pool = NULL;
+  if (!arena || sd__pool_create(threads, &pool, NULL) != SD_OK) return 1;
+  sd__ctx ctx = {threads, arena, NULL, NULL, pool};
   const char *only = argc > 3 ? argv[3] : "";
   int conv = !*only || !strcmp(only, "conv"), attn = !*only || !strcmp(only, "attn");
   int norm = !*only || !strcmp(only, "norm");
@@ -114,6 +116,7 @@ int main(int argc, char **argv) {
     bench_gn(&ctx, reps, 320, 64, 64);
     bench_gn(&ctx, reps, 512, 128, 128);
   }
+  sd__pool_destroy(pool);
   sd__arena_destroy(arena);
   return 0;
 }

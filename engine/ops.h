@@ -8,8 +8,9 @@
  * depend on the thread count: each output element is computed by one thread in a fixed order,
  * reductions included. Outputs may alias inputs only where a kernel says so.
  *
- * Threading: each kernel runs an OpenMP team of ctx->threads over tiles fixed by the shapes;
- * BLAS calls are made inside those tiles and run single-threaded (the kernels themselves set
+ * Threading: each kernel splits its work into tasks fixed by the shapes and runs them on the
+ * job's thread pool ctx->pool (pool.h; NULL runs everything on the calling thread). BLAS
+ * calls are made inside those tasks and run single-threaded (the kernels themselves set
  * openblas_set_num_threads(1), process-wide, before BLAS work), so callers configure nothing.
  * Scratch (im2col and attention tiles) comes from ctx->arena and is released before return.
  */
@@ -21,6 +22,7 @@
 
 #include "arena.h"
 #include "internal.h"
+#include "pool.h"
 
 /* Per-job execution context. */
 typedef struct sd__ctx {
@@ -28,6 +30,7 @@ typedef struct sd__ctx {
   sd__arena *arena;    /* activations and scratch of this job */
   sd_cancel_fn cancel; /* may be NULL */
   void *user;
+  sd__pool *pool;      /* the job's threads (sd__pool_threads == threads); NULL = serial */
 } sd__ctx;
 
 /* Nonzero if the job's cancel callback asks to stop. */

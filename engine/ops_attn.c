@@ -110,6 +110,36 @@ static void attn_tile(const float *Q, int qs, const float *K, int ks, const floa
   }
 }
 
+typedef struct attn_job {
+  const float *q, *k, *v;
+  float *out, *scratch; /* scratch: per floats per worker */
+  size_t per;
+  int q_stride, k_stride, v_stride, heads, qt, Lq, Lk, dh, tkmax, os, causal;
+  float scale;
+} attn_job;
+
+/* Task t: query tile t % qt of head (t / qt) % heads of batch t / (heads qt). */
+static void attn_task(void *arg, int t, int worker) {
+  const attn_job *J = arg;
+  const float *q = J->q, *k = J->k, *v = J->v;
+  float *out = J->out;
+  const int heads = J->heads, qt = J->qt, Lq = J->Lq, Lk = J->Lk, dh = J->dh, os = J->os;
+  const int q_stride = J->q_stride, k_stride = J->k_stride, v_stride = J->v_stride;
+  const int tkmax = J->tkmax, causal = J->causal;
+  const float scale = J->scale;
+  int b = t / (heads * qt), rem = t % (heads * qt);
+  int h = rem / qt, i0 = (rem % qt) * ATT_TQ;
+  int tq = Lq - i0 < ATT_TQ ? Lq - i0 : ATT_TQ;
+  float *S = J->scratch + (size_t)worker * J->per;
+  float *O = S + (size_t)ATT_TQ * tkmax, *m = O + (size_t)ATT_TQ * dh, *l = m + ATT_TQ;
+  const float *Q = q + ((size_t)b * Lq + i0) * q_stride + (size_t)h * dh;
+  const float *K = k + (size_t)b * Lk * k_stride + (size_t)h * dh;
+  const float *V = v + (size_t)b * Lk * v_stride + (size_t)h * dh;
+  float *o = out + ((size_t)b * Lq + i0) * os + (size_t)h * dh;
+  attn_tile(Q, q_stride, K, k_stride, V, v_stride, i0, tq, Lk, dh, scale, causal, S, O, m, l,
+            o, os);
+}
+
 sd_status sd__attention(sd__ctx *ctx, const float *q, int q_stride, const float *k, int k_stride,
                         const float *v, int v_stride, int B, int heads, int Lq, int Lk, int dh,
                         float scale, int causal, float *out) {
@@ -128,20 +158,9 @@ sd_status sd__attention(sd__ctx *ctx, const float *q, int q_stride, const float 
   sd__blas_single();
   int os = heads * dh;
 
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-  for (int t = 0; t < tasks; t++) {
-    int b = t / (heads * qt), rem = t % (heads * qt);
-    int h = rem / qt, i0 = (rem % qt) * ATT_TQ;
-    int tq = Lq - i0 < ATT_TQ ? Lq - i0 : ATT_TQ;
-    float *S = scratch + (size_t)omp_get_thread_num() * per;
-    float *O = S + (size_t)ATT_TQ * tkmax, *m = O + (size_t)ATT_TQ * dh, *l = m + ATT_TQ;
-    const float *Q = q + ((size_t)b * Lq + i0) * q_stride + (size_t)h * dh;
-    const float *K = k + (size_t)b * Lk * k_stride + (size_t)h * dh;
-    const float *V = v + (size_t)b * Lk * v_stride + (size_t)h * dh;
-    float *o = out + ((size_t)b * Lq + i0) * os + (size_t)h * dh;
-    attn_tile(Q, q_stride, K, k_stride, V, v_stride, i0, tq, Lk, dh, scale, causal, S, O, m, l,
-              o, os);
-  }
+  attn_job J = {q, k, v, out, scratch, per, q_stride, k_stride, v_stride, heads, qt, Lq, Lk, dh,
+                tkmax, os, causal, scale};
+  sd__par_for(ctx, nt > 1, tasks, attn_task, &J);
   sd__arena_reset(ctx->arena, mark);
   return SD_OK;
 }

@@ -96,6 +96,40 @@ static void bias_tile(float *yt, int Co, int tn, size_t ld, const float *b) {
   }
 }
 
+typedef struct conv_job {
+  const float *x, *w, *b;
+  float *y, *scratch; /* scratch: K x T floats per worker (im2col only) */
+  int N, Ci, H, W, Co, k, s, p, Wo, HWo, T, tpi, cob, cobs, direct;
+} conv_job;
+
+/* Task t: output rows [c0, c0 + cobs) of pixel tile pt = t / cob (image pt / tpi). */
+static void conv_task(void *arg, int t, int worker) {
+  const conv_job *J = arg;
+  const float *x = J->x, *w = J->w, *b = J->b;
+  float *y = J->y, *scratch = J->scratch;
+  const int Ci = J->Ci, H = J->H, W = J->W, Co = J->Co, k = J->k, s = J->s, p = J->p;
+  const int Wo = J->Wo, T = J->T, tpi = J->tpi, cob = J->cob, cobs = J->cobs;
+  const int direct = J->direct;
+  const size_t HWo = (size_t)J->HWo, K = (size_t)Ci * k * k;
+  int c0 = (t % cob) * cobs, pt = t / cob;
+  int n = pt / tpi, p0 = (pt % tpi) * T;
+  int tn = (int)(HWo - p0 < (size_t)T ? HWo - p0 : (size_t)T);
+  int nc = Co - c0 < cobs ? Co - c0 : cobs;
+  const float *xn = x + (size_t)n * Ci * H * W, *wt = w + (size_t)c0 * K;
+  float *yt = y + ((size_t)n * Co + c0) * HWo + p0;
+  bias_tile(yt, nc, tn, HWo, b ? b + c0 : NULL);
+  if (K == 0) return;
+  if (direct) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nc, tn, (int)K, 1.0f, wt, (int)K,
+                xn + p0, (int)HWo, 1.0f, yt, (int)HWo);
+  } else {
+    float *col = scratch + (size_t)worker * K * T;
+    im2col_tile(xn, Ci, H, W, k, s, p, Wo, p0, tn, T, col);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nc, tn, (int)K, 1.0f, wt, (int)K,
+                col, T, 1.0f, yt, (int)HWo);
+  }
+}
+
 sd_status sd__conv2d(sd__ctx *ctx, const float *x, int N, int Ci, int H, int W, const float *w,
                      const float *b, int Co, int k, int s, int p, float *y) {
   if (k <= 0 || s <= 0 || p < 0 || H + 2 * p < k || W + 2 * p < k) return SD_ERR_INVALID;
@@ -118,7 +152,7 @@ sd_status sd__conv2d(sd__ctx *ctx, const float *x, int N, int Ci, int H, int W, 
   if (nt > tasks) nt = tasks;
   sd__blas_single();
 
-  sd__arena_mark mark = {0, 0};
+  sd__arena_mark mark = {0};
   float *scratch = NULL;
   if (!direct) {
     if (!ctx || !ctx->arena) return SD_ERR_INVALID;
@@ -130,26 +164,9 @@ sd_status sd__conv2d(sd__ctx *ctx, const float *x, int N, int Ci, int H, int W, 
     if (!scratch) return SD_ERR_NOMEM;
   }
 
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-  for (int t = 0; t < tasks; t++) {
-    int c0 = (t % cob) * cobs, pt = t / cob;
-    int n = pt / tpi, p0 = (pt % tpi) * T;
-    int tn = (int)(HWo - p0 < (size_t)T ? HWo - p0 : (size_t)T);
-    int nc = Co - c0 < cobs ? Co - c0 : cobs;
-    const float *xn = x + (size_t)n * Ci * H * W, *wt = w + (size_t)c0 * K;
-    float *yt = y + ((size_t)n * Co + c0) * HWo + p0;
-    bias_tile(yt, nc, tn, HWo, b ? b + c0 : NULL);
-    if (K == 0) continue;
-    if (direct) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nc, tn, (int)K, 1.0f, wt, (int)K,
-                  xn + p0, (int)HWo, 1.0f, yt, (int)HWo);
-    } else {
-      float *col = scratch + (size_t)omp_get_thread_num() * K * T;
-      im2col_tile(xn, Ci, H, W, k, s, p, Wo, p0, tn, T, col);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nc, tn, (int)K, 1.0f, wt, (int)K,
-                  col, T, 1.0f, yt, (int)HWo);
-    }
-  }
+  conv_job J = {x, w, b, y, scratch, N, Ci, H, W, Co, k, s, p, Wo, (int)HWo, T, tpi, cob, cobs,
+                direct};
+  sd__par_for(ctx, nt > 1, tasks, conv_task, &J);
   if (!direct) sd__arena_reset(ctx->arena, mark);
   return SD_OK;
 }

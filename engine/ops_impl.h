@@ -1,28 +1,35 @@
 /* ops_impl.h: private helpers shared by the kernel files (ops.c, ops_conv.c, ops_attn.c).
  *
  * Not an interface: only the kernel files include it. Holds the threading policy (OpenBLAS
- * runs single-threaded; every kernel parallelises with OpenMP over tiles whose size never
- * depends on the thread count) and an AVX2 exp used by softmax and the activations.
+ * runs single-threaded; every kernel runs tasks whose size never depends on the thread count
+ * on the job's pool) and an AVX2 exp used by softmax and the activations.
  */
 #ifndef SD_OPS_IMPL_H
 #define SD_OPS_IMPL_H
 
 #include <cblas.h>
 #include <immintrin.h>
-#include <omp.h>
 
 #include "ops.h"
 
-/* Every BLAS call of the engine is made from inside an OpenMP tile loop on one tile, so
- * OpenBLAS itself must run single-threaded (the pthreads build would otherwise serialise
- * concurrent calls and fight the OpenMP team for the cores). Called before each kernel's
+/* Every BLAS call of the engine is made from inside a pool task on one tile, so OpenBLAS
+ * itself must run single-threaded (the pthreads build would otherwise serialise concurrent
+ * calls and fight the pool's threads for the cores). Called before each kernel's
  * BLAS work because the setting is process-wide and a tool may have changed it. */
 static inline void sd__blas_single(void) {
   if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
 
+/* Threads that may run a kernel's tasks at once (per-worker scratch is sized by it). */
 static inline int sd__nthreads(const sd__ctx *ctx) {
-  return ctx && ctx->threads > 1 ? ctx->threads : 1;
+  return ctx ? sd__pool_threads(ctx->pool) : 1;
+}
+
+/* fn(arg, t, worker) for t in [0, ntasks) on the job's pool when par, else in order on the
+ * calling thread (small work, where waking helpers costs more than it saves). */
+static inline void sd__par_for(const sd__ctx *ctx, int par, int ntasks, sd__pool_fn fn,
+                               void *arg) {
+  sd__pool_for(par && ctx ? ctx->pool : NULL, ntasks, fn, arg);
 }
 
 /* exp on 8 floats: Cephes-style range reduction x = n ln2 + r and a degree-6 polynomial

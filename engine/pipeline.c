@@ -9,11 +9,10 @@
  * timestep run is the second draw. Everything a request needs lives in its own arena.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include <cblas.h>
 
 #include "controlnet.h"
 #include "model.h"
@@ -380,7 +379,10 @@ sd_status sd__generate(const sd_model *m, const sd_request *rq, sd_image *out, s
     st = sd__err(err, SD_ERR_NOMEM, "out of memory starting the request");
     goto out;
   }
-  openblas_set_num_threads(j.ctx.threads);
+  /* The job's threads: helpers sleep between kernels (pool.h); BLAS runs single-threaded
+   * inside the pool's tasks (ops_impl.h), so no process-wide thread setting is touched. */
+  st = sd__pool_create(j.ctx.threads, &j.ctx.pool, err);
+  if (st != SD_OK) goto out;
   st = encode_text(&j, err);
   if (st == SD_OK) st = prepare_control(&j, err);
   if (st != SD_OK) goto out;
@@ -407,6 +409,7 @@ out:
   sd__cn_residuals_free(&j.res);
   free(j.latents);
   free(j.text);
+  sd__pool_destroy(j.ctx.pool);
   sd__arena_destroy(j.ctx.arena);
   sd__sched_destroy(j.sched);
   return st;

@@ -105,6 +105,32 @@ out_reset:
   return st;
 }
 
+/* A per-channel copy of x [C, ...] into y [C, ...] (one pool task per channel). */
+typedef struct vae_chan_job {
+  const float *x;
+  float *y;
+  int C, H, W;
+} vae_chan_job;
+
+/* Channel o of the upsampler's interleave: y4 (x) [4 C, H+1, W+1] -> out (y) [C, 2H, 2W]. */
+static void vae_interleave_task(void *arg, int o, int worker) {
+  const vae_chan_job *J = arg;
+  const float *y4 = J->x;
+  float *out = J->y;
+  const int co = J->C, H = J->H, W = J->W;
+  const size_t Wy = (size_t)W + 1, plane = ((size_t)H + 1) * Wy, Wo = 2 * (size_t)W;
+  for (int i = 0; i < H; i++)
+    for (int a = 0; a < 2; a++) {
+      const float *e = y4 + ((size_t)(2 * a) * co + o) * plane + (size_t)(i + a) * Wy;
+      const float *f = y4 + ((size_t)(2 * a + 1) * co + o) * plane + (size_t)(i + a) * Wy + 1;
+      float *row = out + (size_t)o * 4 * (size_t)H * (size_t)W + (size_t)(2 * i + a) * Wo;
+      for (int j = 0; j < W; j++) {
+        row[2 * j] = e[j];
+        row[2 * j + 1] = f[j];
+      }
+    }
+}
+
 /* Upsample2D: out[co, 2H, 2W] = conv3x3(nearest2x(x[ci, H, W])), computed as the folded 2x2
  * conv (vae_upconv) into y4[4 co, H+1, W+1] with padding 1, then interleaved: output pixel
  * (2i+a, 2j+b) is phase p = 2a+b at y4 position (i+a, j+b). */
@@ -114,20 +140,8 @@ static sd_status vae_upconv_run(sd__ctx *ctx, const vae_upconv *u, const float *
   sd_status st = sd__conv2d(ctx, x, 1, u->ci, H, W, u->w, u->b, 4 * co, 2, 1, 1, y4);
   if (st != SD_OK)
     return sd__err(err, st, "vae: upsampler conv %d->%d at %dx%d failed", u->ci, co, H, W);
-  const size_t Wy = (size_t)W + 1, plane = ((size_t)H + 1) * Wy, Wo = 2 * (size_t)W;
-#pragma omp parallel for num_threads(ctx->threads) schedule(static)
-  for (int o = 0; o < co; o++) {
-    for (int i = 0; i < H; i++)
-      for (int a = 0; a < 2; a++) {
-        const float *e = y4 + ((size_t)(2 * a) * co + o) * plane + (size_t)(i + a) * Wy;
-        const float *f = y4 + ((size_t)(2 * a + 1) * co + o) * plane + (size_t)(i + a) * Wy + 1;
-        float *row = out + (size_t)o * 4 * (size_t)H * (size_t)W + (size_t)(2 * i + a) * Wo;
-        for (int j = 0; j < W; j++) {
-          row[2 * j] = e[j];
-          row[2 * j + 1] = f[j];
-        }
-      }
-  }
+  vae_chan_job J = {y4, out, co, H, W};
+  sd__pool_for(ctx->pool, co, vae_interleave_task, &J);
   return SD_OK;
 }
 
@@ -275,18 +289,24 @@ out_reset:
 
 /* y[C, H+1, W+1] = x[C, H, W] with one zero row below and one zero column to the right:
  * Downsample2D's F.pad(x, (0, 1, 0, 1)) before its stride-2 unpadded conv. */
-static void vae_pad_br(sd__ctx *ctx, const float *x, int C, int H, int W, float *y) {
+static void vae_pad_task(void *arg, int ch, int worker) {
+  const vae_chan_job *J = arg;
+  const float *x = J->x;
+  float *y = J->y;
+  const int H = J->H, W = J->W;
   const size_t Wp = (size_t)W + 1, plane = ((size_t)H + 1) * Wp;
-#pragma omp parallel for num_threads(ctx->threads) schedule(static)
-  for (int ch = 0; ch < C; ch++) {
-    const float *src = x + (size_t)ch * (size_t)H * (size_t)W;
-    float *dst = y + (size_t)ch * plane;
-    for (int i = 0; i < H; i++) {
-      memcpy(dst + (size_t)i * Wp, src + (size_t)i * (size_t)W, (size_t)W * sizeof(float));
-      dst[(size_t)i * Wp + (size_t)W] = 0.0f;
-    }
-    memset(dst + (size_t)H * Wp, 0, Wp * sizeof(float));
+  const float *src = x + (size_t)ch * (size_t)H * (size_t)W;
+  float *dst = y + (size_t)ch * plane;
+  for (int i = 0; i < H; i++) {
+    memcpy(dst + (size_t)i * Wp, src + (size_t)i * (size_t)W, (size_t)W * sizeof(float));
+    dst[(size_t)i * Wp + (size_t)W] = 0.0f;
   }
+  memset(dst + (size_t)H * Wp, 0, Wp * sizeof(float));
+}
+
+static void vae_pad_br(sd__ctx *ctx, const float *x, int C, int H, int W, float *y) {
+  vae_chan_job J = {x, y, C, H, W};
+  sd__pool_for(ctx->pool, C, vae_pad_task, &J);
 }
 
 sd_status sd__vae_encode(const sd__vae *v, sd__ctx *ctx, const float *image, int H, int W,

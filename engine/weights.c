@@ -4,18 +4,18 @@
  * implies; we translate the name to the file's (prefix + optional translator), check the shape
  * (-1 wildcards; trailing 1-sized dims may differ, so a 1x1 conv [O,I,1,1] serves a linear
  * [O,I]), and hand out float32: aligned F32 data in place from the mapping, anything else
- * converted once into a buffer this source owns (big tensors converted by several threads).
+ * converted once into a buffer this source owns (big tensors converted by several threads of
+ * a pool started for that tensor: loading has no job pool, and starting a few threads costs
+ * well under a millisecond next to converting a quarter-million elements or more).
  * A source is used by one thread while the model loads; afterwards its pointers are read-only.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
+#include "pool.h"
 #include "weights.h"
 
 #define WNAME_MAX 512
@@ -134,24 +134,36 @@ static int shape_ok(const sd_st_tensor *t, int ndim, const int64_t *shape) {
   return 1;
 }
 
+/* Elements per conversion task. */
+#define CONVERT_BLOCK ((size_t)1 << 16)
+
+typedef struct convert_job {
+  const sd_st_tensor *t;
+  float *dst;
+} convert_job;
+
+static void convert_task(void *arg, int b, int worker) {
+  const convert_job *J = arg;
+  size_t n = (size_t)J->t->numel, first = (size_t)b * CONVERT_BLOCK;
+  size_t cnt = n - first < CONVERT_BLOCK ? n - first : CONVERT_BLOCK;
+  sd__st_convert_span(J->t, J->dst + first, first, cnt);
+}
+
 static void convert(const sd__wsrc *s, const sd_st_tensor *t, float *dst) {
   size_t n = (size_t)t->numel;
-  if (n < PARALLEL_MIN || s->threads == 1) {
-    sd__st_convert_span(t, dst, 0, n);
-    return;
-  }
-  const size_t block = 1u << 16;
-  size_t nblocks = (n + block - 1) / block;
   int threads = s->threads;
-#ifdef _OPENMP
-  if (threads <= 0) threads = omp_get_max_threads();
-#endif
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (size_t b = 0; b < nblocks; b++) {
-    size_t first = b * block, cnt = n - first < block ? n - first : block;
-    sd__st_convert_span(t, dst + first, first, cnt);
+  if (threads <= 0) {
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    threads = c < 1 ? 1 : (c > 64 ? 64 : (int)c);
   }
-  (void)threads;
+  sd__pool *pool = NULL;
+  sd_error ignored = {0};
+  /* Without a pool (threads 1, a small tensor, or threads failed to start) the same
+   * conversion runs on this thread: the pool only changes who converts which block. */
+  if (n >= PARALLEL_MIN && threads > 1) sd__pool_create(threads, &pool, &ignored);
+  convert_job J = {t, dst};
+  sd__pool_for(pool, (int)((n + CONVERT_BLOCK - 1) / CONVERT_BLOCK), convert_task, &J);
+  sd__pool_destroy(pool);
 }
 
 const float *sd__wsrc_get(sd__wsrc *src, const char *name, int ndim, int64_t *shape,

@@ -101,10 +101,13 @@ static double check_pair(const model *m, sd__arena *arena, const sd_safetensors 
   }
   sd_error err = {SD_OK, {0}};
   CHECK_INT(sd__st_to_f32(te, ref, &err), SD_OK);
-  sd__ctx c1 = {1, arena, NULL, NULL}, c3 = {3, arena, NULL, NULL};
+  sd__pool *p3 = NULL; /* a pool per call, as a request makes one */
+  CHECK_INT(sd__pool_create(3, &p3, NULL), SD_OK);
+  sd__ctx c1 = {1, arena, NULL, NULL, NULL}, c3 = {3, arena, NULL, NULL, p3};
   CHECK_INT(sd__clip_forward(m->clip, &c1, ids, L, y1), SD_OK);
   CHECK_INT(sd__clip_forward(m->clip, &c3, ids, L, y3), SD_OK);
   CHECK(memcmp(y1, y3, te->numel * sizeof(float)) == 0);
+  sd__pool_destroy(p3);
   double e = check_max_abs(y1, ref, te->numel);
   CHECK_LE(e, TOL);
   free(ids), free(ref), free(y1), free(y3);
@@ -112,7 +115,7 @@ static double check_pair(const model *m, sd__arena *arena, const sd_safetensors 
 }
 
 static void test_errors(const model *m, sd__arena *arena) {
-  sd__ctx c = {1, arena, NULL, NULL};
+  sd__ctx c = {1, arena, NULL, NULL, NULL};
   int L = m->cfg.max_positions;
   int32_t *ids = calloc(L + 1, sizeof *ids);
   float *y = malloc((size_t)(L + 1) * m->cfg.hidden * sizeof(float));
@@ -124,7 +127,7 @@ static void test_errors(const model *m, sd__arena *arena) {
   ids[3] = 0;
   CHECK_INT(sd__clip_forward(m->clip, &c, ids, 5, y), SD_OK); /* shorter than 77 is fine */
   int calls = 0;
-  sd__ctx cc = {1, arena, cancel_yes, &calls};
+  sd__ctx cc = {1, arena, cancel_yes, &calls, NULL};
   CHECK_INT(sd__clip_forward(m->clip, &cc, ids, L, y), SD_ERR_CANCELLED);
   CHECK_INT(calls, 1); /* asked before the first layer */
   free(ids), free(y);

@@ -560,6 +560,7 @@ static int fixture_init(fixture *f) {
   free(t);
   f->ctx.threads = 2;
   f->ctx.arena = sd__arena_create((size_t)8 << 20);
+  if (sd__pool_create(2, &f->ctx.pool, NULL) != SD_OK) return -1;
   return f->ctx.arena ? 0 : -1;
 }
 
@@ -577,6 +578,7 @@ int main(void) {
     test_scale_zero_and_refusal(&f);
   }
   sd__arena_destroy(f.ctx.arena);
+  sd__pool_destroy(f.ctx.pool);
   free(f.x);
   free(f.text);
   free(f.control);

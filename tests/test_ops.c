@@ -25,8 +25,9 @@ static float *rand_buf(size_t n) {
 }
 
 static sd__arena *arena;
+static sd__pool *pools[4]; /* by thread count; pools[1] is NULL: serial */
 static sd__ctx mkctx(int threads) {
-  sd__ctx c = {threads, arena, NULL, NULL};
+  sd__ctx c = {threads, arena, NULL, NULL, pools[threads]};
   return c;
 }
 
@@ -349,7 +350,8 @@ int main(void) {
   setvbuf(stdout, NULL, _IONBF, 0); /* keep results and failures in order */
   arena = sd__arena_create(1 << 20);
   CHECK(arena != NULL);
-  if (!arena) return check_exit();
+  for (int t = 2; t < 4; t++) CHECK_INT(sd__pool_create(t, &pools[t], NULL), SD_OK);
+  if (!arena || !pools[2] || !pools[3]) return check_exit();
 
   test_linear(5, 19, 13, 1);
   test_linear(300, 23, 1100, 1); /* several row and column tiles */
@@ -387,6 +389,7 @@ int main(void) {
   test_attention(2, 2, 9, 77, 40, 0);  /* cross-attention shape */
   test_shapes();
 
+  for (int t = 2; t < 4; t++) sd__pool_destroy(pools[t]);
   sd__arena_destroy(arena);
   return check_exit();
 }

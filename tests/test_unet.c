@@ -174,11 +174,13 @@ static void check_determinism(fixture *f) {
   memcpy(text + 77 * 32, pos, 77 * 32 * sizeof(float));
   const int h = 12, w = 16;
   CHECK_INT(n, 2 * 4 * h * w);
-  f->ctx.threads = 1;
+  sd__pool *pool2 = f->ctx.pool;
+  f->ctx.threads = 1, f->ctx.pool = NULL;
   CHECK_INT(sd__unet_forward(f->u, &f->ctx, x, 2, h, w, 751, text, 77, NULL, e1, &err), SD_OK);
   sd__arena_mark m = sd__arena_get_mark(f->ctx.arena);
   size_t reserved = sd__arena_reserved(f->ctx.arena);
-  f->ctx.threads = 2;
+  f->ctx.threads = 2, f->ctx.pool = pool2;
+  CHECK(pool2 != NULL);
   CHECK_INT(sd__unet_forward(f->u, &f->ctx, x, 2, h, w, 751, text, 77, NULL, e2, &err), SD_OK);
   CHECK(memcmp(e1, e2, n * sizeof(float)) == 0);
   printf("1 vs 2 threads: %s\n", memcmp(e1, e2, n * sizeof(float)) ? "DIFFER" : "identical bits");
@@ -335,6 +337,7 @@ int main(void) {
     goto out;
   }
   f.ctx.threads = 2;
+  CHECK_INT(sd__pool_create(2, &f.ctx.pool, NULL), SD_OK);
   f.ctx.arena = sd__arena_create(1 << 20);
   CHECK(f.ctx.arena != NULL);
   if (!f.ctx.arena) goto out;
@@ -354,6 +357,7 @@ int main(void) {
 out:
   sd__unet_destroy(f.u);
   sd__arena_destroy(f.ctx.arena);
+  sd__pool_destroy(f.ctx.pool);
   sd__wsrc_destroy(src);
   sd__json_free(j);
   free(json);

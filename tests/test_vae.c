@@ -41,8 +41,10 @@ typedef struct vae_model {
 
 static sd__arena *g_arena;
 
+static sd__pool *g_pool2; /* the 2-thread runs' pool */
 static sd__ctx make_ctx(int threads) {
-  sd__ctx ctx = {threads, g_arena, NULL, NULL};
+  CHECK(threads == 1 || threads == 2);
+  sd__ctx ctx = {threads, g_arena, NULL, NULL, threads == 2 ? g_pool2 : NULL};
   return ctx;
 }
 
@@ -349,7 +351,7 @@ static int cancel_after(void *user) {
 static void test_errors(vae_model *kl) {
   float z[4 * 8 * 6] = {0}, *img = malloc(3 * 64 * 48 * sizeof(float));
   int left = 3;
-  sd__ctx ctx = {1, g_arena, cancel_after, &left};
+  sd__ctx ctx = {1, g_arena, cancel_after, &left, NULL};
   sd_error err = {0};
   sd__arena_mark before = sd__arena_get_mark(g_arena);
   CHECK_INT(sd__vae_decode(kl->vae, &ctx, z, 8, 6, 0, img, &err), SD_ERR_CANCELLED);
@@ -371,7 +373,7 @@ static void test_errors(vae_model *kl) {
 static void test_memory(vae_model *kl) {
   size_t est = sd__vae_workspace_bytes(&kl->cfg, 12, 16, 0);
   sd__arena *a = sd__arena_create(1 << 20);
-  sd__ctx ctx = {1, a, NULL, NULL};
+  sd__ctx ctx = {1, a, NULL, NULL, NULL};
   float *z = calloc(4 * 12 * 16, sizeof(float)), *img = malloc(3 * 96 * 128 * sizeof(float));
   sd_error err = {0};
   CHECK_INT(sd__vae_decode(kl->vae, &ctx, z, 12, 16, 0, img, &err), SD_OK);
@@ -601,6 +603,7 @@ out:
 int main(void) {
   setvbuf(stdout, NULL, _IOLBF, 0); /* keep results and failures in order */
   g_arena = sd__arena_create(16 << 20);
+  CHECK_INT(sd__pool_create(2, &g_pool2, NULL), SD_OK);
   vae_model kl, vq;
   int ok_kl = model_load("models/tiny-sd", &kl), ok_vq = model_load("models/tiny-ldm-vq", &vq);
   CHECK(ok_kl && ok_vq);
@@ -620,6 +623,7 @@ int main(void) {
   }
   if (ok_kl) model_free(&kl);
   if (ok_vq) model_free(&vq);
+  sd__pool_destroy(g_pool2);
   sd__arena_destroy(g_arena);
   return check_exit();
 }
