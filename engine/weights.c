@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -149,6 +150,17 @@ static void convert_task(void *arg, int b, int worker) {
   sd__st_convert_span(J->t, J->dst + first, first, cnt);
 }
 
+/* The float32 copy replaces the file's bytes for good: hand their pages back so a half-precision
+ * model is not resident twice (F16 file pages + F32 copies). The mapping is private and
+ * read-only, so a later touch would only read the file again. */
+static void release_pages(const sd__wsrc *s, const sd_st_tensor *t) {
+  if (!s->file->map || t->nbytes == 0) return;
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t lo = ((uintptr_t)t->data + page - 1) & ~(page - 1);
+  uintptr_t hi = ((uintptr_t)t->data + t->nbytes) & ~(page - 1);
+  if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 static void convert(const sd__wsrc *s, const sd_st_tensor *t, float *dst) {
   size_t n = (size_t)t->numel;
   int threads = s->threads;
@@ -205,6 +217,7 @@ const float *sd__wsrc_get(sd__wsrc *src, const char *name, int ndim, int64_t *sh
   convert(src, t, buf);
   src->converted[idx] = buf;
   src->converted_bytes += bytes;
+  release_pages(src, t);
   return buf;
 }
 

@@ -33,7 +33,7 @@ static float *golden(const sd_safetensors *st, const char *name, size_t *n) {
 }
 
 static void run_case(const char *dir) {
-  char path[1024];
+  char path[2048];
   snprintf(path, sizeof path, "%s/case.json", dir);
   char *text = NULL;
   size_t len = 0;
@@ -173,7 +173,6 @@ static void run_case(const char *dir) {
 out_model:
   sd__st_close(gs);
   sd_model_destroy(m);
-out_json:
   sd__json_free(cj);
   free(text);
 }
