@@ -7,6 +7,9 @@
 #define SRV_CLI_H
 
 #include <stdint.h>
+#include <stdio.h>
+
+#include "png_io.h"
 
 #define CLI_EXIT_OK 0
 #define CLI_EXIT_FAIL 1
@@ -17,6 +20,8 @@ typedef int (*cli_cmd_fn)(int argc, char **argv);
 
 int cli_generate(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
+int cli_canny(int argc, char **argv);
+int cli_serve(int argc, char **argv); /* serve.c: the HTTP service */
 
 /* Print "sdserve: error: <message>\n" to stderr (newlines in the message become spaces, so
  * it stays one line). */
@@ -56,5 +61,17 @@ int cli_parse_float(const char *opt, const char *s, float *out);
 /* Seeds: any integer in 0..2^64-1, or -1 for a random seed read from /dev/urandom
  * (*random set). */
 int cli_parse_seed(const char *opt, const char *s, uint64_t *out, int *random);
+
+/* ---- output files ----------------------------------------------------------------------- */
+
+/* Open a temporary file beside path for an atomic replace. Returns the FILE and sets
+ * *tmp_path (malloc'ed), or NULL after printing the error. */
+FILE *cli_open_output(const char *path, char **tmp_path);
+
+/* Encode rgb (width x height x 3) as PNG with ntext text chunks into the temporary file f,
+ * flush it to disk, close it and rename it over out. 0 on success; -1 after printing the
+ * error (*closed says whether f was closed; the caller removes tmp). */
+int cli_write_png(FILE *f, const char *tmp, const char *out, const uint8_t *rgb, int width,
+                  int height, const api_png_text *text, int ntext, int *closed);
 
 #endif

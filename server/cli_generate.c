@@ -45,6 +45,10 @@ static const char gen_usage[] =
     "  --control-scale X       conditioning scale (default 1)\n"
     "  --control-start X, --control-end X\n"
     "                          fraction of the steps it applies to (default 0 and 1)\n"
+    "  --control-preprocess P  none (default): the control image is the edge map; canny:\n"
+    "                          make it from a photo with OpenCV's Canny (as sdserve canny)\n"
+    "  --canny-low L, --canny-high H\n"
+    "                          Canny thresholds (default 100 and 200)\n"
     "  -o, --output OUT.png    where to write the image (required)\n"
     "  --verbose               print the engine's log messages on stderr\n"
     "  -h, --help              this help\n"
@@ -56,7 +60,7 @@ static const char gen_usage[] =
 enum {
   O_MODEL, O_PROMPT, O_NEG, O_SEED, O_STEPS, O_CFG, O_SAMPLER, O_WIDTH, O_HEIGHT, O_THREADS,
   O_TOKENIZER, O_OUTPUT, O_VERBOSE, O_HELP, O_INIT, O_STRENGTH, O_CN, O_CN_IMAGE, O_CN_SCALE,
-  O_CN_START, O_CN_END
+  O_CN_START, O_CN_END, O_CN_PRE, O_CANNY_LOW, O_CANNY_HIGH
 };
 static const cli_opt gen_opts[] = {
     {"model", 0, 1},   {"prompt", 0, 1},    {"negative-prompt", 0, 1}, {"seed", 0, 1},
@@ -64,7 +68,8 @@ static const cli_opt gen_opts[] = {
     {"height", 0, 1},  {"threads", 0, 1},   {"tokenizer", 0, 1},       {"output", 'o', 1},
     {"verbose", 0, 0}, {"help", 'h', 0},    {"init-image", 0, 1},      {"strength", 0, 1},
     {"controlnet", 0, 1}, {"control-image", 0, 1}, {"control-scale", 0, 1},
-    {"control-start", 0, 1}, {"control-end", 0, 1}, {NULL, 0, 0}};
+    {"control-start", 0, 1}, {"control-end", 0, 1}, {"control-preprocess", 0, 1},
+    {"canny-low", 0, 1}, {"canny-high", 0, 1}, {NULL, 0, 0}};
 
 /* Set by SIGINT/SIGTERM, polled by the cancel callback: a signal handler can only reach a
  * static flag, which is why this one piece of state is not on the run's struct. */
@@ -119,43 +124,6 @@ static void sampler_list(char *buf, size_t cap) {
     k += (size_t)snprintf(buf + k, cap - k, "%s%s", s == sd_sampler_names ? "" : ", ", *s);
 }
 
-/* Open a temporary file beside path for an atomic replace. Returns the FILE and sets
- * *tmp_path (malloc'ed), or NULL after printing the error. */
-static FILE *open_output(const char *path, char **tmp_path) {
-  *tmp_path = NULL;
-  struct stat sb;
-  if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-    cli_error("cannot write %s: it is a directory", path);
-    return NULL;
-  }
-  size_t n = strlen(path);
-  char *tmp = malloc(n + 16);
-  if (!tmp) {
-    cli_error("out of memory");
-    return NULL;
-  }
-  snprintf(tmp, n + 16, "%s.tmp-XXXXXX", path);
-  int fd = mkstemp(tmp);
-  if (fd < 0) {
-    cli_error("cannot write %s: %s", path, strerror(errno));
-    free(tmp);
-    return NULL;
-  }
-  mode_t mask = umask(0);
-  umask(mask);
-  (void)fchmod(fd, 0666 & ~mask);
-  FILE *f = fdopen(fd, "wb");
-  if (!f) {
-    cli_error("cannot write %s: %s", path, strerror(errno));
-    close(fd);
-    unlink(tmp);
-    free(tmp);
-    return NULL;
-  }
-  *tmp_path = tmp;
-  return f;
-}
-
 typedef struct gen_args {
   const char *model, *out, *tokenizer, *init_path, *cn_path, *cn_image_path;
   int seed_random, verbose, have_strength;
@@ -164,6 +132,9 @@ typedef struct gen_args {
   api_png_image cn_img;  /* the decoded --control-image */
   sd_controlnet *cn;     /* the loaded --controlnet */
   sd_control_unit unit;  /* what rq.control points at */
+  int canny;             /* --control-preprocess canny */
+  float canny_low, canny_high;
+  uint8_t *cn_edges;     /* the control image's Canny map, as RGB */
 } gen_args;
 
 /* Parse and validate the command line into a. Returns CLI_EXIT_OK, or an exit status after
@@ -200,6 +171,16 @@ static int parse_args(int argc, char **argv, gen_args *a, int *done) {
     case O_CN_SCALE: bad = cli_parse_float("control-scale", v, &a->unit.scale); break;
     case O_CN_START: bad = cli_parse_float("control-start", v, &a->unit.start); break;
     case O_CN_END: bad = cli_parse_float("control-end", v, &a->unit.end); break;
+    case O_CN_PRE:
+      if (strcmp(v, "canny") == 0) {
+        a->canny = 1;
+      } else if (strcmp(v, "none") != 0) {
+        cli_error("--control-preprocess: unknown preprocessor '%s' (valid: none, canny)", v);
+        bad = 1;
+      }
+      break;
+    case O_CANNY_LOW: bad = cli_parse_float("canny-low", v, &a->canny_low); break;
+    case O_CANNY_HIGH: bad = cli_parse_float("canny-high", v, &a->canny_high); break;
     case O_STRENGTH:
       bad = cli_parse_float("strength", v, &a->rq.strength);
       if (!bad && !(a->rq.strength >= 0.0f && a->rq.strength <= 1.0f)) {
@@ -243,6 +224,15 @@ static int parse_args(int argc, char **argv, gen_args *a, int *done) {
     cli_error("generate: --controlnet and --control-image go together");
     return CLI_EXIT_USAGE;
   }
+  if (a->canny && !a->cn_path) {
+    cli_error("generate: --control-preprocess needs --controlnet and --control-image");
+    return CLI_EXIT_USAGE;
+  }
+  if (!(a->canny_low >= 0.0f && a->canny_low <= 100000.0f && a->canny_high >= 0.0f &&
+        a->canny_high <= 100000.0f)) {
+    cli_error("generate: --canny-low and --canny-high must be between 0 and 100000");
+    return CLI_EXIT_USAGE;
+  }
   if (!(a->unit.start >= 0.0f && a->unit.start <= a->unit.end && a->unit.end <= 1.0f)) {
     cli_error("generate: --control-start and --control-end must satisfy 0 <= start <= end "
               "<= 1 (got %g and %g)", (double)a->unit.start, (double)a->unit.end);
@@ -264,28 +254,6 @@ static void model_label(const char *path, char *buf, size_t cap) {
   if (len > sizeof ext - 1 && strncmp(path + n - (sizeof ext - 1), ext, sizeof ext - 1) == 0)
     len -= sizeof ext - 1;
   snprintf(buf, cap, "%.*s", (int)len, path + start);
-}
-
-/* Write the PNG (with its `parameters` text) into the temporary file f, flush it to disk,
- * close it and rename it over out. 0 on success; -1 after printing the error (*closed says
- * whether f was closed; the caller removes tmp). */
-static int finish_output(FILE *f, const char *tmp, const char *out, const sd_image *img,
-                         const char *info, int *closed) {
-  char err[SD_ERRMSG_MAX];
-  api_png_text text = {"parameters", info};
-  *closed = 0;
-  if (api_png_encode_file(f, img->rgb, img->width, img->height, &text, 1, err) != SD_OK) {
-    cli_error("cannot write %s: %s", out, err);
-    return -1;
-  }
-  int wr_err = fflush(f) != 0 || fsync(fileno(f)) != 0;
-  int cl_err = fclose(f) != 0;
-  *closed = 1;
-  if (wr_err || cl_err || rename(tmp, out) != 0) {
-    cli_error("cannot write %s: %s", out, strerror(errno));
-    return -1;
-  }
-  return 0;
 }
 
 /* Decode --init-image into a->init and point the request at it. Sizes are never changed:
@@ -331,8 +299,25 @@ static int load_control(gen_args *a, const sd_load_options *lo) {
     cli_error("%s", err);
     return -1;
   }
+  if (a->canny) {
+    /* The annotators' map: cv2.Canny on the RGB image, stacked to three channels. */
+    size_t npix = (size_t)a->cn_img.width * (size_t)a->cn_img.height;
+    a->cn_edges = malloc(3 * npix);
+    if (!a->cn_edges) {
+      cli_error("out of memory for the control image's edges");
+      return -1;
+    }
+    uint8_t *edges = a->cn_edges + 2 * npix; /* spread to RGB in place below */
+    if (sd_canny(a->cn_img.rgb, a->cn_img.width, a->cn_img.height, a->canny_low,
+                 a->canny_high, edges) != SD_OK) {
+      cli_error("--control-image %s: cannot compute its edges", a->cn_image_path);
+      return -1;
+    }
+    for (size_t i = 0; i < npix; i++)
+      a->cn_edges[3 * i] = a->cn_edges[3 * i + 1] = a->cn_edges[3 * i + 2] = edges[i];
+  }
   a->unit.net = a->cn;
-  a->unit.rgb = a->cn_img.rgb;
+  a->unit.rgb = a->canny ? a->cn_edges : a->cn_img.rgb;
   a->unit.width = a->cn_img.width;
   a->unit.height = a->cn_img.height;
   a->rq.control = &a->unit;
@@ -342,6 +327,8 @@ static int load_control(gen_args *a, const sd_load_options *lo) {
 
 int cli_generate(int argc, char **argv) {
   gen_args a = {0};
+  a.canny_low = 100.0f;
+  a.canny_high = 200.0f;
   sd_request_init(&a.rq);
   sd_control_unit_init(&a.unit);
   int done, rc = parse_args(argc, argv, &a, &done);
@@ -351,7 +338,7 @@ int cli_generate(int argc, char **argv) {
   sd_model *m = NULL;
   sd_image img = {0};
   rc = CLI_EXIT_FAIL;
-  FILE *f = open_output(a.out, &tmp);
+  FILE *f = cli_open_output(a.out, &tmp);
   if (!f) return CLI_EXIT_FAIL;
   if (a.seed_random) fprintf(stderr, "sdserve: seed %llu (random)\n",
                              (unsigned long long)a.rq.seed);
@@ -399,7 +386,8 @@ int cli_generate(int argc, char **argv) {
     goto out_unlink;
   }
   int closed = 0;
-  if (finish_output(f, tmp, a.out, &img, info, &closed) != 0) {
+  api_png_text text = {"parameters", info};
+  if (cli_write_png(f, tmp, a.out, img.rgb, img.width, img.height, &text, 1, &closed) != 0) {
     if (closed) f = NULL;
     goto out_unlink;
   }
@@ -417,6 +405,7 @@ out_free:
   free(tmp);
   api_png_image_free(&a.init);
   api_png_image_free(&a.cn_img);
+  free(a.cn_edges);
   sd_controlnet_destroy(a.cn);
   if (img.rgb) sd_image_free(&img);
   sd_model_destroy(m);

@@ -1,11 +1,15 @@
-/* cli_util.c: error lines and strict option/value parsing for the sdserve command line.
- * Values are parsed whole (no trailing junk, no silent truncation, no wrap-around). */
+/* cli_util.c: error lines, strict option/value parsing and atomic PNG output for the sdserve
+ * command line. Values are parsed whole (no trailing junk, no silent truncation, no
+ * wrap-around); outputs are written to a temporary file and renamed into place. */
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -131,5 +135,63 @@ int cli_parse_seed(const char *opt, const char *s, uint64_t *out, int *random) {
     return -1;
   }
   *out = (uint64_t)v;
+  return 0;
+}
+
+/* Open a temporary file beside path for an atomic replace. Returns the FILE and sets
+ * *tmp_path (malloc'ed), or NULL after printing the error. */
+FILE *cli_open_output(const char *path, char **tmp_path) {
+  *tmp_path = NULL;
+  struct stat sb;
+  if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+    cli_error("cannot write %s: it is a directory", path);
+    return NULL;
+  }
+  size_t n = strlen(path);
+  char *tmp = malloc(n + 16);
+  if (!tmp) {
+    cli_error("out of memory");
+    return NULL;
+  }
+  snprintf(tmp, n + 16, "%s.tmp-XXXXXX", path);
+  int fd = mkstemp(tmp);
+  if (fd < 0) {
+    cli_error("cannot write %s: %s", path, strerror(errno));
+    free(tmp);
+    return NULL;
+  }
+  mode_t mask = umask(0);
+  umask(mask);
+  (void)fchmod(fd, 0666 & ~mask);
+  FILE *f = fdopen(fd, "wb");
+  if (!f) {
+    cli_error("cannot write %s: %s", path, strerror(errno));
+    close(fd);
+    unlink(tmp);
+    free(tmp);
+    return NULL;
+  }
+  *tmp_path = tmp;
+  return f;
+}
+
+/* Encode rgb as PNG with text into the temporary file f, flush it to disk, close it and rename
+ * it over out. 0 on success; -1 after printing the error (*closed says whether f was closed;
+ * the caller removes tmp). */
+int cli_write_png(FILE *f, const char *tmp, const char *out, const uint8_t *rgb, int width,
+                  int height, const api_png_text *text, int ntext, int *closed) {
+  char err[SD_ERRMSG_MAX];
+  *closed = 0;
+  if (api_png_encode_file(f, rgb, width, height, text, ntext, err) != SD_OK) {
+    cli_error("cannot write %s: %s", out, err);
+    return -1;
+  }
+  int wr_err = fflush(f) != 0 || fsync(fileno(f)) != 0;
+  int cl_err = fclose(f) != 0;
+  *closed = 1;
+  if (wr_err || cl_err || rename(tmp, out) != 0) {
+    cli_error("cannot write %s: %s", out, strerror(errno));
+    return -1;
+  }
   return 0;
 }

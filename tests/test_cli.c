@@ -400,8 +400,10 @@ out:
 static void test_interrupt(void) {
   char out[256];
   snprintf(out, sizeof out, "%s/intr.png", g_tmp);
-  const char *args[] = {"generate", "--model", g_model, "--prompt", "x", "--steps", "500",
-                        "--sampler", "ddim", "-o", out, NULL};
+  /* long enough to be running at 1.5 s on any machine: 999 steps at 256x256 */
+  const char *args[] = {"generate", "--model", g_model, "--prompt", "x", "--steps", "999",
+                        "--width", "256", "--height", "256", "--sampler", "ddim", "-o", out,
+                        NULL};
   result r = run_argv_int(args, 1500);
   CHECK_INT(r.code, 130);
   CHECK(one_error_line(&r) && strstr(r.err, "interrupted"));
