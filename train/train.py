@@ -1,0 +1,501 @@
+"""Train the bundled demo model, stage by stage, and export it in diffusers layout.
+
+Stages, in order (each resumable from <ckpt>/<stage>.pt, each with its own time budget):
+  ae          the autoencoder: VQ-GAN (codebook + commitment + L1/L2 reconstruction + hinge
+              patch-discriminator loss with the adaptive weight of Esser et al.), or KL (--ae kl);
+              then the latent scaling factor 1/std(latents), as SD's 0.18215 was chosen.
+  unet        the CLIP-style text encoder trained jointly with the UNet (epsilon prediction,
+              SD's scaled-linear schedule, 10% caption dropout for classifier-free guidance),
+              on latents of the data set cached once; EMA weights are exported.
+  controlnet  ControlNetModel.from_unet (zero convolutions) on Canny maps, UNet and text
+              encoder frozen, 50% caption dropout (ControlNet paper); edge F1 vs step is
+              logged and plotted to <ckpt>/controlnet_curve.png.
+Everything is a function of --seed (data indices, noise and timesteps are drawn per step from
+seeded generators, so a resumed run continues the same sequence). Logs: <ckpt>/log.jsonl.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+
+def _threads_from_argv(argv):
+    """--threads N, read before numpy/torch load OpenBLAS: its own pool must match torch's, or
+    2 + 2 threads fight over 2 cores (measured: a UNet step 10x slower on a busy machine)."""
+    for i, v in enumerate(argv):
+        if v == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if v.startswith("--threads="):
+            return v.split("=", 1)[1]
+    return "2"
+
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", _threads_from_argv(sys.argv))
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import data  # noqa: E402
+import evaluate  # noqa: E402
+import export  # noqa: E402
+import models  # noqa: E402
+import plot  # noqa: E402
+import sample  # noqa: E402
+import tokenizer  # noqa: E402
+
+STAGES = ("ae", "unet", "controlnet")
+HELD_OUT = 1_000_003  # data seed offset of the held-aside images (never trained on)
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def configs(a, vocab_size):
+    """Model configs for the full model or the --tiny one (used by the tests)."""
+    if a.tiny:
+        return dict(
+            vae=export.vae_config(a.ae, (32, 32, 32, 32), n_embed=64, sample_size=a.size),
+            text=export.text_config(vocab_size, hidden=32, layers=1, heads=2, inter=64),
+            unet=export.unet_config((32, 64), cross_dim=32, heads=2, sample_size=a.size // 8,
+                                    attn=(True, False)),
+            cn_emb=(16, 16, 16, 32))
+    return dict(
+        vae=export.vae_config(a.ae, (32, 64, 128, 128), n_embed=256, sample_size=a.size),
+        text=export.text_config(vocab_size, hidden=128, layers=3, heads=4, inter=512),
+        unet=export.unet_config((64, 128, 128), cross_dim=128, heads=4, sample_size=a.size // 8,
+                                attn=(True, True, False)),
+        cn_emb=(16, 32, 96, 256))
+
+
+class Run:
+    """Shared state of one training run: args, paths, logging, checkpoints."""
+
+    def __init__(self, a):
+        self.a = a
+        os.makedirs(a.ckpt, exist_ok=True)
+        self.log_path = os.path.join(a.ckpt, "log.jsonl")
+
+    def log(self, stage, **kv):
+        rec = dict(stage=stage, time=round(time.time(), 1), **kv)
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if not self.a.quiet:
+            print(json.dumps(rec), flush=True)
+
+    def path(self, stage):
+        return os.path.join(self.a.ckpt, stage + ".pt")
+
+    def load(self, stage):
+        p = self.path(stage)
+        return torch.load(p) if os.path.exists(p) else None
+
+    def save(self, stage, state):
+        tmp = self.path(stage) + ".tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.path(stage))
+
+    def gen(self, stage, step):
+        """The per-step generator: noise, timesteps and dropout of step `step`."""
+        return torch.Generator().manual_seed(self.a.seed * 1_000_003 + STAGES.index(stage) * 7919
+                                             + step)
+
+
+def get_tokenizer(run):
+    d = os.path.join(run.a.ckpt, "tokenizer")
+    if os.path.exists(os.path.join(d, "merges.txt")):
+        return tokenizer.Tokenizer.from_dir(d)
+    caps = [data.caption(run.a.seed, i) for i in range(2000)]
+    tok = tokenizer.build(caps + data.words())
+    for w in data.words():
+        assert len(tok.encode(w)) == 1, w
+    tok.save(d)
+    return tok
+
+
+def _loop(run, stage, state, step_fn, max_steps, minutes, save_fn, eval_fn=None):
+    """Run step_fn(step) until max_steps or the stage's time budget; checkpoint every
+    --ckpt-minutes and at the end. state holds 'step' and 'elapsed' (seconds, all sessions)."""
+    t0, last_save = time.time(), time.time()
+    base = state["elapsed"]
+    while state["step"] < max_steps and state["elapsed"] < minutes * 60:
+        ts = time.time()
+        info = step_fn(state["step"])
+        state["step"] += 1
+        state["elapsed"] = base + time.time() - t0
+        if state["step"] % run.a.log_every == 0 or state["step"] == 1:
+            run.log(stage, step=state["step"], sec_per_step=round(time.time() - ts, 3),
+                    elapsed=round(state["elapsed"]), **info)
+        if eval_fn and state["step"] % run.a.eval_every == 0:
+            eval_fn(state["step"])
+        if time.time() - last_save > run.a.ckpt_minutes * 60:
+            save_fn()
+            last_save = time.time()
+    save_fn()
+
+
+# ---------------------------------------------------------------- stage 1: autoencoder
+
+
+def _ae_forward(vae, x, g):
+    """-> (reconstruction, regulariser loss, dict of logged numbers, code indices or None)."""
+    if isinstance(vae, models.VQModel):
+        h = vae.encode(x)
+        zq, cb, cm, idx = vae.quantize(h)
+        rec = vae.decoder(vae.post_quant_conv(zq))
+        return rec, cb + 0.25 * cm, dict(codebook=cb.item(), commit=cm.item()), idx
+    mean, logvar = vae.encode(x)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
+    kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).mean()
+    return vae.decode(z), 1e-6 * kl * mean[0].numel(), dict(kl=kl.item()), None
+
+
+def stage_ae(run, cfgs):
+    a = run.a
+    torch.manual_seed(a.seed)
+    vae = export.make_vae(cfgs["vae"])
+    disc = models.PatchDiscriminator()
+    opt_g = torch.optim.Adam(vae.parameters(), lr=a.lr_ae, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=a.lr_ae, betas=(0.5, 0.9))
+    st = run.load("ae") or dict(step=0, elapsed=0.0, done=False)
+    if "vae" in st:
+        vae.load_state_dict(st["vae"])
+        disc.load_state_dict(st["disc"])
+        opt_g.load_state_dict(st["opt_g"])
+        opt_d.load_state_dict(st["opt_d"])
+    usage = torch.zeros(cfgs["vae"].get("num_vq_embeddings", 1))
+    last = vae.decoder.conv_out.weight
+
+    if isinstance(vae, models.VQModel) and st["step"] == 0:
+        # Data-dependent codebook init: encoder outputs of a batch (VQ-VAE papers init by
+        # k-means; random outputs avoid the collapse a tiny uniform init starts with).
+        with torch.no_grad():
+            g0 = run.gen("ae", -1)
+            x = torch.from_numpy(data.batch(a.seed + HELD_OUT, 10_000, 16, a.size)[0])
+            ed = vae.quantize.embedding.weight.shape[1]
+            h = vae.encode(x).permute(0, 2, 3, 1).reshape(-1, ed)
+            pick = torch.randint(0, h.shape[0], (usage.numel(),), generator=g0)
+            vae.quantize.embedding.weight.copy_(h[pick] + 0.01 * h.std() *
+                                                torch.randn(usage.numel(), ed, generator=g0))
+
+    def step(i):
+        g = run.gen("ae", i)
+        x = torch.from_numpy(data.batch(a.seed, i * a.batch_ae, a.batch_ae, a.size)[0])
+        if a.ae_crop and a.ae_crop < a.size:  # random crops: the nets are convolutional
+            oy, ox = torch.randint(0, a.size - a.ae_crop + 1, (2,), generator=g).tolist()
+            x = x[:, :, oy // 8 * 8:oy // 8 * 8 + a.ae_crop, ox // 8 * 8:ox // 8 * 8 + a.ae_crop]
+        rec, reg, info, idx = _ae_forward(vae, x, g)
+        rec_loss = (x - rec).abs().mean() + F.mse_loss(rec, x)
+        loss = rec_loss + reg
+        use_gan = i >= a.disc_start
+        if use_gan:
+            g_adv = -disc(rec).mean()
+            gr = torch.autograd.grad(rec_loss, last, retain_graph=True)[0].norm()
+            ga = torch.autograd.grad(g_adv, last, retain_graph=True)[0].norm()
+            w = (gr / (ga + 1e-4)).clamp(0, 1e4).detach() * a.disc_weight
+            loss = loss + w * g_adv
+            info["g_adv"] = g_adv.item()
+        opt_g.zero_grad()
+        loss.backward()
+        opt_g.step()
+        if use_gan:
+            d_loss = F.relu(1 - disc(x)).mean() + F.relu(1 + disc(rec.detach())).mean()
+            opt_d.zero_grad()
+            d_loss.backward()
+            opt_d.step()
+            info["d_loss"] = d_loss.item()
+        if idx is not None:  # restart dead codes from current encoder outputs (k-means style)
+            usage.mul_(0.99).index_add_(0, idx, torch.ones(idx.numel()))
+            if i % (20 if i < 1000 else 100) == 19:
+                dead = (usage < 1e-3).nonzero().flatten()
+                if len(dead):
+                    ed = vae.quantize.embedding.weight.shape[1]
+                    h = vae.encode(x).detach().permute(0, 2, 3, 1).reshape(-1, ed)
+                    pick = torch.randint(0, h.shape[0], (len(dead),), generator=g)
+                    with torch.no_grad():
+                        vae.quantize.embedding.weight[dead] = h[pick]
+                    usage[dead] = 1.0
+                info["dead_codes"] = int(len(dead))
+        info.update(rec=round(rec_loss.item(), 5), psnr=round(
+            float(10 * math.log10(4.0 / max(F.mse_loss(rec, x).item(), 1e-10))), 2))
+        return info
+
+    def save():
+        run.save("ae", dict(st, vae=vae.state_dict(), disc=disc.state_dict(),
+                            opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict()))
+
+    if not st["done"]:
+        _loop(run, "ae", st, step, a.steps_ae, a.minutes_ae, save)
+        st["scaling_factor"] = latent_scale(run, vae)
+        st["done"] = True
+        save()
+        run.log("ae", done=True, step=st["step"], scaling_factor=st["scaling_factor"])
+    vae.config["scaling_factor"] = st["scaling_factor"]
+    return vae.eval()
+
+
+@torch.no_grad()
+def encode_latents(vae, x):
+    """Images -> the latents the UNet models (before scaling): quantised codes for VQ (what
+    VQModel.decode would produce from them), the posterior mean for KL."""
+    if isinstance(vae, models.VQModel):
+        return vae.quantize(vae.encode(x))[0]
+    return vae.encode(x)[0]
+
+
+@torch.no_grad()
+def latent_scale(run, vae, n=128):
+    vae.eval()
+    lat = torch.cat([encode_latents(vae, torch.from_numpy(
+        data.batch(run.a.seed + HELD_OUT, i, 32, run.a.size)[0])) for i in range(0, n, 32)])
+    vae.train()
+    return float(1.0 / lat.std())
+
+
+# ---------------------------------------------------------------- stage 2: text encoder + UNet
+
+
+def latent_cache(run, vae):
+    """Scaled latents and captions of data examples 0..N-1, built once (resumable in chunks)."""
+    p = os.path.join(run.a.ckpt, "latents.pt")
+    c = torch.load(p) if os.path.exists(p) else dict(lat=[], caps=[])
+    n, chunk, sf = run.a.cache, 64, vae.config["scaling_factor"]
+    t0 = time.time()
+    while len(c["caps"]) < n:
+        k = len(c["caps"])
+        x, caps = data.batch(run.a.seed, k, min(chunk, n - k), run.a.size)
+        c["lat"].append((encode_latents(vae, torch.from_numpy(x)) * sf).half())
+        c["caps"] += caps
+        if len(c["caps"]) % 1024 < chunk or len(c["caps"]) >= n:
+            torch.save(c, p + ".tmp")
+            os.replace(p + ".tmp", p)
+            run.log("cache", n=len(c["caps"]), sec=round(time.time() - t0, 1))
+    return torch.cat(c["lat"]).float(), c["caps"]
+
+
+class EMA:
+    def __init__(self, module, decay):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module, step):
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in module.state_dict().items():
+            self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)
+
+
+def stage_unet(run, cfgs, tok, vae):
+    a = run.a
+    torch.manual_seed(a.seed + 1)
+    text = models.CLIPTextModel(cfgs["text"])
+    unet = models.UNet2DConditionModel(cfgs["unet"])
+    params = list(text.parameters()) + list(unet.parameters())
+    opt = torch.optim.AdamW(params, lr=a.lr_unet, weight_decay=0.01)
+    ema_t, ema_u = EMA(text, a.ema), EMA(unet, a.ema)
+    st = run.load("unet") or dict(step=0, elapsed=0.0, done=False)
+    if "unet" in st:
+        text.load_state_dict(st["text"])
+        unet.load_state_dict(st["unet"])
+        opt.load_state_dict(st["opt"])
+        ema_t.shadow, ema_u.shadow = st["ema_text"], st["ema_unet"]
+    if not st["done"]:
+        lat, caps = latent_cache(run, vae)
+        ac = sample.alphas_cumprod()
+        empty = torch.tensor([tok.sd_ids("")])
+        ids_all = torch.tensor([tok.sd_ids(c) for c in caps])
+
+        def step(i):
+            g = run.gen("unet", i)
+            for pg in opt.param_groups:  # linear warm-up
+                pg["lr"] = a.lr_unet * min(1.0, (i + 1) / a.warmup)
+            idx = torch.randint(0, lat.shape[0], (a.batch_unet,), generator=g)
+            x0, ids = lat[idx], ids_all[idx].clone()
+            drop = torch.rand(a.batch_unet, generator=g) < a.caption_dropout
+            ids[drop] = empty
+            t = torch.randint(0, 1000, (a.batch_unet,), generator=g)
+            eps = torch.randn(x0.shape, generator=g)
+            at = ac[t].view(-1, 1, 1, 1)
+            xt = at.sqrt() * x0 + (1 - at).sqrt() * eps
+            loss = F.mse_loss(unet(xt, t, text(ids)), eps)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            ema_t.update(text, i)
+            ema_u.update(unet, i)
+            return dict(loss=round(loss.item(), 5))
+
+        def save():
+            run.save("unet", dict(st, text=text.state_dict(), unet=unet.state_dict(),
+                                  opt=opt.state_dict(), ema_text=ema_t.shadow,
+                                  ema_unet=ema_u.shadow))
+
+        _loop(run, "unet", st, step, a.steps_unet, a.minutes_unet, save)
+        st["done"] = True
+        save()
+        run.log("unet", done=True, step=st["step"])
+        text.load_state_dict(ema_t.shadow)
+        unet.load_state_dict(ema_u.shadow)
+        if a.adherence_images:  # does text steer the image, and does CFG strengthen it?
+            parts = dict(tok=tok, text=text.eval(), unet=unet.eval(), vae=vae, controlnet=None)
+            for cfg in (1.0, 5.0):
+                res = evaluate.adherence(parts, a.adherence_images, cfg, size=a.size)
+                run.log("unet", adherence_cfg=cfg, **res)
+    text.load_state_dict(ema_t.shadow)
+    unet.load_state_dict(ema_u.shadow)
+    return text.eval(), unet.eval()
+
+
+# ---------------------------------------------------------------- stage 3: ControlNet
+
+
+def edge_agreement(parts, seed, n, size, steps=10):
+    """Mean edge F1 (2 px) between Canny(generated) and the control map over n held-aside
+    images, sampled with their captions, DDIM `steps`, no CFG."""
+    f1 = []
+    for i in range(n):
+        im, cap, _ = data.example(seed + HELD_OUT, 10_000 + i, size)
+        e = data.canny(im)
+        out = sample.generate(parts, cap, seed=i, steps=steps, cfg=1.0, width=size, height=size,
+                              control=np.repeat(e[..., None], 3, 2))
+        f1.append(data.edge_f1(data.canny(out), e))
+    return float(np.mean(f1))
+
+
+def stage_controlnet(run, cfgs, tok, vae, text, unet):
+    a = run.a
+    torch.manual_seed(a.seed + 2)
+    ccfg = export.controlnet_config(unet.config, cfgs["cn_emb"])
+    cn = models.ControlNetModel.from_unet(unet, ccfg)
+    opt = torch.optim.AdamW(cn.parameters(), lr=a.lr_cn, weight_decay=0.0)
+    st = run.load("controlnet") or dict(step=0, elapsed=0.0, done=False, curve=[])
+    if "cn" in st:
+        cn.load_state_dict(st["cn"])
+        opt.load_state_dict(st["opt"])
+    for p in list(text.parameters()) + list(unet.parameters()):
+        p.requires_grad_(False)
+    parts = dict(tok=tok, text=text, unet=unet, vae=vae, controlnet=cn)
+    curve_png = os.path.join(a.ckpt, "controlnet_curve.png")
+
+    def evaluate(i):
+        cn.eval()
+        f1 = edge_agreement(parts, a.seed, a.eval_images, a.size)
+        cn.train()
+        st["curve"].append([i, f1])
+        run.log("controlnet", step=i, edge_f1=round(f1, 4))
+        plot.line_chart(curve_png, [s for s, _ in st["curve"]], [f for _, f in st["curve"]])
+
+    if not st["done"]:
+        ac = sample.alphas_cumprod()
+        empty = tok.sd_ids("")
+        if not st["curve"]:
+            evaluate(0)
+
+        lat, caps = latent_cache(run, vae)
+
+        def step(i):
+            g = run.gen("controlnet", i)
+            # The UNet's cached latents; each example's Canny map is re-rendered (15 ms).
+            idx = torch.randint(0, lat.shape[0], (a.batch_cn,), generator=g).tolist()
+            x0 = lat[idx]
+            cond = np.stack([data.canny(data.example(a.seed, k, a.size)[0]) for k in idx])
+            cond = np.repeat(cond[:, None].astype(np.float32) / 255.0, 3, axis=1)
+            with torch.no_grad():
+                drop = torch.rand(a.batch_cn, generator=g) < a.cn_caption_dropout
+                ids = torch.tensor([empty if d else tok.sd_ids(caps[k])
+                                    for k, d in zip(idx, drop.tolist())])
+                ctx = text(ids)
+            t = torch.randint(0, 1000, (a.batch_cn,), generator=g)
+            eps = torch.randn(x0.shape, generator=g)
+            at = ac[t].view(-1, 1, 1, 1)
+            xt = at.sqrt() * x0 + (1 - at).sqrt() * eps
+            down, mid = cn(xt, t, ctx, torch.from_numpy(cond))
+            loss = F.mse_loss(unet(xt, t, ctx, down, mid), eps)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return dict(loss=round(loss.item(), 5))
+
+        def save():
+            run.save("controlnet", dict(st, cn=cn.state_dict(), opt=opt.state_dict()))
+
+        _loop(run, "controlnet", st, step, a.steps_cn, a.minutes_cn, save, evaluate)
+        if not st["curve"] or st["curve"][-1][0] != st["step"]:
+            evaluate(st["step"])
+        st["done"] = True
+        save()
+        run.log("controlnet", done=True, step=st["step"])
+        with open(os.path.join(a.ckpt, "controlnet_curve.csv"), "w") as f:
+            f.write("step,edge_f1\n" + "".join(f"{s},{v:.4f}\n" for s, v in st["curve"]))
+    return cn.eval()
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description="Train the demo model (see train/README.md).")
+    ap.add_argument("--ckpt", default=os.path.join(os.path.dirname(__file__), "ckpt"))
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "models",
+                                                  "demo"))
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--ae", choices=("vq", "kl"), default="vq")
+    ap.add_argument("--tiny", action="store_true", help="tiny model sizes (tests)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--stages", default=",".join(STAGES))
+    ap.add_argument("--minutes-ae", type=float, default=40)
+    ap.add_argument("--minutes-unet", type=float, default=95)
+    ap.add_argument("--minutes-cn", type=float, default=30)
+    ap.add_argument("--steps-ae", type=int, default=10 ** 9)
+    ap.add_argument("--steps-unet", type=int, default=10 ** 9)
+    ap.add_argument("--steps-cn", type=int, default=10 ** 9)
+    ap.add_argument("--batch-ae", type=int, default=8)
+    ap.add_argument("--batch-unet", type=int, default=32)
+    ap.add_argument("--batch-cn", type=int, default=16)
+    ap.add_argument("--ae-crop", type=int, default=64, help="AE training crop (0 = full)")
+    ap.add_argument("--lr-ae", type=float, default=2e-4)
+    ap.add_argument("--lr-unet", type=float, default=3e-4)
+    ap.add_argument("--lr-cn", type=float, default=1e-4)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--disc-start", type=int, default=2000)
+    ap.add_argument("--disc-weight", type=float, default=0.5)
+    ap.add_argument("--cache", type=int, default=16000, help="latent cache size (examples)")
+    ap.add_argument("--caption-dropout", type=float, default=0.1)
+    ap.add_argument("--cn-caption-dropout", type=float, default=0.5)
+    ap.add_argument("--eval-every", type=int, default=200)
+    ap.add_argument("--eval-images", type=int, default=8)
+    ap.add_argument("--adherence-images", type=int, default=48,
+                    help="after the UNet stage: colour/shape/background adherence at cfg 1 and 5")
+    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--ckpt-minutes", type=float, default=5)
+    ap.add_argument("--no-export", action="store_true")
+    ap.add_argument("--quiet", action="store_true", help="log to <ckpt>/log.jsonl only")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse(argv)
+    torch.set_num_threads(a.threads)
+    run = Run(a)
+    run.log("start", args=vars(a))
+    tok = get_tokenizer(run)
+    cfgs = configs(a, len(tok.vocab))
+    todo = a.stages.split(",")
+    vae = stage_ae(run, cfgs)
+    if "unet" not in todo and "controlnet" not in todo:
+        return
+    text, unet = stage_unet(run, cfgs, tok, vae)
+    cn = stage_controlnet(run, cfgs, tok, vae, text, unet) if "controlnet" in todo else None
+    if not a.no_export:
+        export.export(a.out, tok, text, unet, vae, cn)
+        run.log("export", out=os.path.abspath(a.out))
+
+
+if __name__ == "__main__":
+    main()
