@@ -142,51 +142,40 @@ sd_status sd__controlnet_config_from_json(const sd_json *j, sd__controlnet_confi
   return sd__unet_config_check(c, err);
 }
 
-static int shape_of(sd__wsrc *src, int64_t s[SD_ST_MAX_DIMS], const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int shape_of(sd__wsrc *src, int64_t s[SD_ST_MAX_DIMS], const char *fmt, ...) {
-  char name[256];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(name, sizeof name, fmt, ap);
-  va_end(ap);
-  return sd__wsrc_shape(src, name, s);
-}
-
 sd_status sd__controlnet_config_infer(sd__wsrc *src, sd__controlnet_config *cfg, sd_error *err) {
   sd__unet_config *c = &cfg->unet;
   int64_t s[SD_ST_MAX_DIMS];
   memset(cfg, 0, sizeof *cfg);
-  if (shape_of(src, s, "conv_in.weight") != 4 || s[2] != 3 || s[3] != 3)
+  if (sd__wsrc_shapef(src, s, "conv_in.weight") != 4 || s[2] != 3 || s[3] != 3)
     return sd__err(err, SD_ERR_MISSING, "controlnet: conv_in.weight missing or not 3x3");
   c->in_channels = c->out_channels = (int)s[1];
   int L = 0;
   while (L < SD_UNET_MAX_LEVELS &&
-         shape_of(src, s, "down_blocks.%d.resnets.0.conv1.weight", L) == 4)
+         sd__wsrc_shapef(src, s, "down_blocks.%d.resnets.0.conv1.weight", L) == 4)
     c->block_out_channels[L++] = (int)s[0];
   if (L == 0) return sd__err(err, SD_ERR_MISSING, "controlnet: no down_blocks.0.resnets.0");
   c->levels = L;
   while (c->layers_per_block < SD__UNET_MAX_LAYERS &&
-         shape_of(src, s, "down_blocks.0.resnets.%d.conv1.weight", c->layers_per_block) == 4)
+         sd__wsrc_shapef(src, s, "down_blocks.0.resnets.%d.conv1.weight", c->layers_per_block) == 4)
     c->layers_per_block++;
   char first[64] = "";
   for (int i = 0; i < L; i++) {
-    c->down_has_attn[i] = shape_of(src, s, "down_blocks.%d.attentions.0.norm.weight", i) == 1;
+    c->down_has_attn[i] = sd__wsrc_shapef(src, s, "down_blocks.%d.attentions.0.norm.weight", i) == 1;
     if (!first[0] && c->down_has_attn[i])
       snprintf(first, sizeof first, "down_blocks.%d.attentions.0", i);
   }
-  c->mid_has_attn = shape_of(src, s, "mid_block.attentions.0.norm.weight") == 1;
+  c->mid_has_attn = sd__wsrc_shapef(src, s, "mid_block.attentions.0.norm.weight") == 1;
   if (!first[0] && c->mid_has_attn) snprintf(first, sizeof first, "mid_block.attentions.0");
   c->cross_attention_dim = 768;
   c->transformer_layers = 1;
   if (first[0]) {
-    if (shape_of(src, s, "%s.transformer_blocks.0.attn2.to_k.weight", first) != 2)
+    if (sd__wsrc_shapef(src, s, "%s.transformer_blocks.0.attn2.to_k.weight", first) != 2)
       return sd__err(err, SD_ERR_MISSING, "controlnet: %s has no attn2.to_k", first);
     c->cross_attention_dim = (int)s[1];
-    c->use_linear_projection = shape_of(src, s, "%s.proj_in.weight", first) == 2;
+    c->use_linear_projection = sd__wsrc_shapef(src, s, "%s.proj_in.weight", first) == 2;
     c->transformer_layers = 0;
     while (c->transformer_layers < SD__UNET_MAX_DEPTH &&
-           shape_of(src, s, "%s.transformer_blocks.%d.norm1.weight", first,
+           sd__wsrc_shapef(src, s, "%s.transformer_blocks.%d.norm1.weight", first,
                     c->transformer_layers) == 1)
       c->transformer_layers++;
   }
@@ -198,13 +187,13 @@ sd_status sd__controlnet_config_infer(sd__wsrc *src, sd__controlnet_config *cfg,
   c->flip_sin_to_cos = 1;
   c->sample_size = 64;
   /* hint encoder: conv_in [e0, cond, 3, 3], blocks 2k [e_k, e_k], 2k+1 [e_k+1, e_k] */
-  if (shape_of(src, s, "controlnet_cond_embedding.conv_in.weight") != 4)
+  if (sd__wsrc_shapef(src, s, "controlnet_cond_embedding.conv_in.weight") != 4)
     return sd__err(err, SD_ERR_MISSING, "controlnet: controlnet_cond_embedding.conv_in missing");
   cfg->cond_channels = (int)s[1];
   cfg->emb_channels[0] = (int)s[0];
   int nb = 0;
   while (nb < 2 * SD__CN_MAX_EMB &&
-         shape_of(src, s, "controlnet_cond_embedding.blocks.%d.weight", nb) == 4) {
+         sd__wsrc_shapef(src, s, "controlnet_cond_embedding.blocks.%d.weight", nb) == 4) {
     if (nb % 2 == 1) cfg->emb_channels[nb / 2 + 1] = (int)s[0];
     nb++;
   }

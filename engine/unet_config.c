@@ -224,65 +224,54 @@ sd_status sd__unet_config_from_json(const sd_json *j, sd__unet_config *c, sd_err
 
 /* ---- inference from tensor shapes ---- */
 
-static int shape_of(sd__wsrc *src, int64_t shape[SD_ST_MAX_DIMS], const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int shape_of(sd__wsrc *src, int64_t shape[SD_ST_MAX_DIMS], const char *fmt, ...) {
-  char name[256];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(name, sizeof name, fmt, ap);
-  va_end(ap);
-  return sd__wsrc_shape(src, name, shape);
-}
-
 sd_status sd__unet_config_infer(sd__wsrc *src, sd__unet_config *c, sd_error *err) {
   int64_t s[SD_ST_MAX_DIMS];
   sd_error local = {0};
   if (!err) err = &local;
   memset(c, 0, sizeof *c);
-  if (shape_of(src, s, "conv_in.weight") != 4)
+  if (sd__wsrc_shapef(src, s, "conv_in.weight") != 4)
     return sd__err(err, SD_ERR_MISSING, "unet: conv_in.weight missing or not 4-d");
   if (s[2] != 3 || s[3] != 3)
     return sd__err(err, SD_ERR_UNSUPPORTED, "unet: conv_in kernel %lldx%lld", (long long)s[2],
                    (long long)s[3]);
   c->in_channels = (int)s[1];
-  if (shape_of(src, s, "conv_out.weight") != 4)
+  if (sd__wsrc_shapef(src, s, "conv_out.weight") != 4)
     return sd__err(err, SD_ERR_MISSING, "unet: conv_out.weight missing or not 4-d");
   c->out_channels = (int)s[0];
   int L = 0;
   while (L < SD_UNET_MAX_LEVELS &&
-         shape_of(src, s, "down_blocks.%d.resnets.0.conv1.weight", L) == 4) {
+         sd__wsrc_shapef(src, s, "down_blocks.%d.resnets.0.conv1.weight", L) == 4) {
     c->block_out_channels[L] = (int)s[0];
     L++;
   }
   if (L == 0) return sd__err(err, SD_ERR_MISSING, "unet: no down_blocks.0.resnets.0 found");
   c->levels = L;
   while (c->layers_per_block < SD__UNET_MAX_LAYERS &&
-         shape_of(src, s, "down_blocks.0.resnets.%d.conv1.weight", c->layers_per_block) == 4)
+         sd__wsrc_shapef(src, s, "down_blocks.0.resnets.%d.conv1.weight", c->layers_per_block) == 4)
     c->layers_per_block++;
   /* The attention-dependent facts come from the first transformer found. */
   char first[64] = "";
   for (int i = 0; i < L; i++) {
-    c->down_has_attn[i] = shape_of(src, s, "down_blocks.%d.attentions.0.norm.weight", i) == 1;
-    c->up_has_attn[i] = shape_of(src, s, "up_blocks.%d.attentions.0.norm.weight", i) == 1;
+    c->down_has_attn[i] = sd__wsrc_shapef(src, s, "down_blocks.%d.attentions.0.norm.weight", i) == 1;
+    c->up_has_attn[i] = sd__wsrc_shapef(src, s, "up_blocks.%d.attentions.0.norm.weight", i) == 1;
     if (!first[0] && c->down_has_attn[i])
       snprintf(first, sizeof first, "down_blocks.%d.attentions.0", i);
   }
-  if (shape_of(src, s, "up_blocks.%d.resnets.0.conv1.weight", L - 1) != 4 ||
-      shape_of(src, s, "up_blocks.%d.resnets.0.conv1.weight", L) == 4)
+  if (sd__wsrc_shapef(src, s, "up_blocks.%d.resnets.0.conv1.weight", L - 1) != 4 ||
+      sd__wsrc_shapef(src, s, "up_blocks.%d.resnets.0.conv1.weight", L) == 4)
     return sd__err(err, SD_ERR_SHAPE, "unet: up_blocks do not match %d down levels", L);
-  c->mid_has_attn = shape_of(src, s, "mid_block.attentions.0.norm.weight") == 1;
+  c->mid_has_attn = sd__wsrc_shapef(src, s, "mid_block.attentions.0.norm.weight") == 1;
   if (!first[0] && c->mid_has_attn) snprintf(first, sizeof first, "mid_block.attentions.0");
   c->cross_attention_dim = 768; /* SD 1.x, when nothing attends */
   c->transformer_layers = 1;
   if (first[0]) {
-    if (shape_of(src, s, "%s.transformer_blocks.0.attn2.to_k.weight", first) != 2)
+    if (sd__wsrc_shapef(src, s, "%s.transformer_blocks.0.attn2.to_k.weight", first) != 2)
       return sd__err(err, SD_ERR_MISSING, "unet: %s has no attn2.to_k", first);
     c->cross_attention_dim = (int)s[1];
-    c->use_linear_projection = shape_of(src, s, "%s.proj_in.weight", first) == 2;
+    c->use_linear_projection = sd__wsrc_shapef(src, s, "%s.proj_in.weight", first) == 2;
     c->transformer_layers = 0;
     while (c->transformer_layers < SD__UNET_MAX_DEPTH &&
-           shape_of(src, s, "%s.transformer_blocks.%d.norm1.weight", first,
+           sd__wsrc_shapef(src, s, "%s.transformer_blocks.%d.norm1.weight", first,
                     c->transformer_layers) == 1)
       c->transformer_layers++;
   }

@@ -221,6 +221,15 @@ const float *sd__wsrc_get(sd__wsrc *src, const char *name, int ndim, int64_t *sh
   return buf;
 }
 
+int sd__wsrc_shapef(sd__wsrc *src, int64_t shape[SD_ST_MAX_DIMS], const char *fmt, ...) {
+  char name[WNAME_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(name, sizeof name, fmt, ap);
+  va_end(ap);
+  return sd__wsrc_shape(src, name, shape);
+}
+
 const float *sd__wsrc_getf(sd__wsrc *src, sd_error *err, int ndim, int64_t *shape,
                            const char *fmt, ...) {
   char name[WNAME_MAX];

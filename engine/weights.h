@@ -40,6 +40,9 @@ const float *sd__wsrc_getf(sd__wsrc *src, sd_error *err, int ndim, int64_t *shap
 int sd__wsrc_has(sd__wsrc *src, const char *name);
 /* Shape of a tensor without converting it: returns ndim, or -1 if absent. */
 int sd__wsrc_shape(sd__wsrc *src, const char *name, int64_t shape[SD_ST_MAX_DIMS]);
+/* The same with a printf-formatted name (config inference from shapes). */
+int sd__wsrc_shapef(sd__wsrc *src, int64_t shape[SD_ST_MAX_DIMS], const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Bytes of float32 this source allocated for converted tensors (for the load log). */
 size_t sd__wsrc_converted_bytes(const sd__wsrc *src);
