@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "st_write.h"
 #include "compvis.h"
 #include "controlnet.h"
 #include "model.h"
@@ -225,44 +226,6 @@ static void test_sum(fixture *f) {
 
 /* ---- single files built from the folder ---- */
 
-typedef struct wt {
-  char name[160];
-  const char *dtype;
-  int ndim;
-  int64_t shape[8];
-  void *data;
-  size_t nbytes;
-} wt;
-
-static int write_st(const char *path, const wt *t, size_t n) {
-  size_t cap = (size_t)1 << 20, len = 0, off = 0;
-  char *h = malloc(cap);
-  len += (size_t)snprintf(h + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
-  for (size_t i = 0; i < n; i++) {
-    len += (size_t)snprintf(h + len, cap - len, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[",
-                            t[i].name, t[i].dtype);
-    for (int d = 0; d < t[i].ndim; d++)
-      len += (size_t)snprintf(h + len, cap - len, d ? ",%lld" : "%lld", (long long)t[i].shape[d]);
-    len += (size_t)snprintf(h + len, cap - len, "],\"data_offsets\":[%zu,%zu]}", off,
-                            off + t[i].nbytes);
-    off += t[i].nbytes;
-  }
-  len += (size_t)snprintf(h + len, cap - len, "}");
-  while (len % 8) h[len++] = ' ';
-  FILE *fp = fopen(path, "wb");
-  if (!fp) {
-    free(h);
-    return -1;
-  }
-  uint64_t hl = len;
-  fwrite(&hl, 8, 1, fp);
-  fwrite(h, 1, len, fp);
-  for (size_t i = 0; i < n; i++) fwrite(t[i].data, 1, t[i].nbytes, fp);
-  fclose(fp);
-  free(h);
-  return 0;
-}
-
 /* Rewrite the folder's weights: original names under prefix (through compvis.c's translator)
  * or diffusers names when prefix is NULL; F16 when half. When cross > 0, every attn2.to_k /
  * to_v is replaced by a [C, cross] tensor (a net for another text encoder). */
@@ -273,7 +236,7 @@ static int build_file(const char *out, const char *prefix, int half, int cross) 
   /* tiny-sd's layout: 2 levels, 1 layer each, attention at level 0, 6 hint convs */
   sd__cv_unet_map map = {.levels = 2, .layers_per_block = 1, .down_attn = {1, 0},
                          .hint_blocks = 6};
-  wt *t = calloc(src->count, sizeof *t);
+  wtensor *t = calloc(src->count, sizeof *t);
   int rc = 0;
   for (size_t i = 0; i < src->count && rc == 0; i++) {
     const sd_st_tensor *s = &src->tensors[i];
@@ -313,7 +276,7 @@ static int build_file(const char *out, const char *prefix, int half, int cross) 
     }
   }
   if (rc == 0) rc = write_st(out, t, src->count);
-  for (size_t i = 0; i < src->count; i++) free(t[i].data);
+  for (size_t i = 0; i < src->count; i++) free((void *)t[i].data);
   free(t);
   sd__st_close(src);
   return rc;

@@ -15,51 +15,13 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "st_write.h"
 #include "compvis.h"
 #include "model.h"
 
 #define TINY SD_TEST_DATA "/models/tiny-sd"
 static char tmpdir[64];
 
-/* ---- a tiny safetensors writer ---- */
-
-typedef struct wtensor {
-  char name[256];
-  const char *dtype;
-  int ndim;
-  int64_t shape[8];
-  const void *data;
-  size_t nbytes;
-} wtensor;
-
-static int write_st(const char *path, const wtensor *t, size_t n) {
-  size_t cap = 1 << 20, len = 0, off = 0;
-  char *h = malloc(cap);
-  len += (size_t)snprintf(h + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
-  for (size_t i = 0; i < n; i++) {
-    len += (size_t)snprintf(h + len, cap - len, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", t[i].name,
-                            t[i].dtype);
-    for (int d = 0; d < t[i].ndim; d++)
-      len += (size_t)snprintf(h + len, cap - len, d ? ",%lld" : "%lld", (long long)t[i].shape[d]);
-    len += (size_t)snprintf(h + len, cap - len, "],\"data_offsets\":[%zu,%zu]}", off,
-                            off + t[i].nbytes);
-    off += t[i].nbytes;
-  }
-  len += (size_t)snprintf(h + len, cap - len, "}");
-  while (len % 8) h[len++] = ' ';
-  FILE *f = fopen(path, "wb");
-  if (!f) {
-    free(h);
-    return -1;
-  }
-  uint64_t hl = len;
-  fwrite(&hl, 8, 1, f);
-  fwrite(h, 1, len, f);
-  for (size_t i = 0; i < n; i++) fwrite(t[i].data, 1, t[i].nbytes, f);
-  fclose(f);
-  free(h);
-  return 0;
-}
 
 /* ---- translators against hand-written pairs ---- */
 
