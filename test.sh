@@ -7,7 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PACKAGES=(build-essential meson ninja-build pkg-config libopenblas-dev libpng-dev
-  libmicrohttpd-dev libuv1-dev libcjson-dev curl)
+  libmicrohttpd-dev libuv1-dev libcjson-dev curl valgrind)
+# tests/lb (containers, deployment): nginx and the compose/YAML validators; npm (Debian's,
+# unless a node toolchain is already installed) for the Dockerfile linter and k8s schemas.
+PACKAGES+=(nginx docker-compose yamllint)
+command -v npm >/dev/null || PACKAGES+=(npm)
 
 ensure_packages() {
   if ! command -v dpkg-query >/dev/null; then
@@ -27,6 +31,10 @@ ensure_packages() {
     "${missing[@]}"
 }
 
+# tests/clients (issue 6): Debian's chromium for the page test; Node.js only when no node is
+# installed (a machine's own Node.js, e.g. 20.x, is kept; npm is added above).
+PACKAGES+=(chromium)
+command -v node >/dev/null || PACKAGES+=(nodejs)
 ensure_packages
 build=${SDSERVE_BUILD_DIR:-build} # override only to keep several build trees
 if [ ! -f "$build/meson-private/coredata.dat" ]; then

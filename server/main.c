@@ -23,6 +23,8 @@ typedef struct cli_cmd {
 static const cli_cmd commands[] = {
     {"generate", cli_generate, "generate an image from a text prompt into a PNG file"},
     {"tokenize", cli_tokenize, "print the 77 CLIP token ids of a text"},
+    {"canny", cli_canny, "make a Canny edge map (a ControlNet control image) from a PNG"},
+    {"serve", cli_serve, "run the HTTP service (one model, many clients)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
