@@ -7,29 +7,13 @@
 # defaults below, e.g. ./run.sh --model path/to/model --prompt "a lighthouse" --width 512).
 set -euo pipefail
 cd "$(dirname "$0")"
+# shellcheck source=scripts/packages.sh
+. scripts/packages.sh
 
 PACKAGES=(build-essential meson ninja-build pkg-config libopenblas-dev libpng-dev
   libmicrohttpd-dev libuv1-dev libcjson-dev curl)
 
-ensure_packages() {
-  if ! command -v dpkg-query >/dev/null; then
-    echo "run.sh: not a Debian system; make sure these are installed: ${PACKAGES[*]}" >&2
-    return 0
-  fi
-  local missing=() p
-  for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  local sudo=()
-  [ "$(id -u)" -ne 0 ] && sudo=(sudo)
-  echo "run.sh: installing ${missing[*]}" >&2
-  "${sudo[@]}" apt-get update
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-    "${missing[@]}"
-}
-
-ensure_packages
+ensure_packages run.sh "${PACKAGES[@]}"
 build=${SDSERVE_BUILD_DIR:-build} # override only to keep several build trees
 if [ ! -f "$build/meson-private/coredata.dat" ]; then
   meson setup "$build" --buildtype=release

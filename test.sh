@@ -5,6 +5,8 @@
 # is non-zero when any test failed or timed out, or the build failed.
 set -euo pipefail
 cd "$(dirname "$0")"
+# shellcheck source=scripts/packages.sh
+. scripts/packages.sh
 
 PACKAGES=(build-essential meson ninja-build pkg-config libopenblas-dev libpng-dev
   libmicrohttpd-dev libuv1-dev libcjson-dev curl valgrind)
@@ -13,29 +15,13 @@ PACKAGES=(build-essential meson ninja-build pkg-config libopenblas-dev libpng-de
 PACKAGES+=(nginx docker-compose yamllint)
 command -v npm >/dev/null || PACKAGES+=(npm)
 
-ensure_packages() {
-  if ! command -v dpkg-query >/dev/null; then
-    echo "test.sh: not a Debian system; make sure these are installed: ${PACKAGES[*]}" >&2
-    return 0
-  fi
-  local missing=() p
-  for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  local sudo=()
-  [ "$(id -u)" -ne 0 ] && sudo=(sudo)
-  echo "test.sh: installing ${missing[*]}" >&2
-  "${sudo[@]}" apt-get update
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-    "${missing[@]}"
-}
-
 # tests/clients (issue 6): Debian's chromium for the page test; Node.js only when no node is
 # installed (a machine's own Node.js, e.g. 20.x, is kept; npm is added above).
 PACKAGES+=(chromium)
 command -v node >/dev/null || PACKAGES+=(nodejs)
-ensure_packages
+# train/ (the demo model's training code): Debian's PyTorch and numpy for tests/test_train.
+PACKAGES+=(python3-torch python3-numpy)
+ensure_packages test.sh "${PACKAGES[@]}"
 build=${SDSERVE_BUILD_DIR:-build} # override only to keep several build trees
 if [ ! -f "$build/meson-private/coredata.dat" ]; then
   meson setup "$build"
