@@ -1,10 +1,10 @@
 #!/usr/bin/python3
-"""gen_unicode.py: generate the Unicode and ftfy tables of engine/unicode.c.
+"""gen_unicode.py: generate the Unicode and ftfy tables of engine/unicode_tables.h.
 
 Run with Debian's /usr/bin/python3 (the tables follow its unicodedata version):
-    /usr/bin/python3 tools/gen_unicode.py engine/unicode.c
+    /usr/bin/python3 tools/gen_unicode.py engine/unicode_tables.h
 It rewrites only the text between the BEGIN/END GENERATED TABLES markers of that file; the
-hand-written code around them stays. Everything comes from the standard library
+header around them stays. Everything comes from the standard library
 (unicodedata, str methods, html, codecs), never from a copied table. When the third-party
 `regex` module is importable, the character classes are cross-checked against it.
 """
@@ -278,7 +278,7 @@ def gen():
 
 
 def main():
-    path = sys.argv[1] if len(sys.argv) > 1 else "engine/unicode.c"
+    path = sys.argv[1] if len(sys.argv) > 1 else "engine/unicode_tables.h"
     src = open(path, encoding="utf-8").read()
     a = src.index(BEGIN) + len(BEGIN)
     b = src.index(END)
