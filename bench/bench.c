@@ -1,14 +1,18 @@
 /* bench.c: times the engine's networks on a full-size model (tools/sdgen's random SD 1.5).
  *
  *   bench MODEL [--threads N] [--size S] [--repeat R] [--only LIST] [--tokenizer DIR]
+ *         [--controlnet PATH]
  *
  * LIST is comma-separated from: text (CLIP, 77 tokens), unet (one eval, B=1, at 256 and at
  * --size), step (one CFG denoising step: UNet at B=2 plus the guidance mix, at --size), vae
  * (decode to --size), enc (encode from --size), gen (a whole sd_generate request of --steps
- * CFG steps, default 2, at --size). Default: text,unet,step,vae. Each line gives
- * seconds per call (min and mean over --repeat), effective GFLOP/s from fixed work counts of
- * SD 1.5 (only at the sizes they were counted for), the output's mean/std (a non-finite value
- * fails the run) and the peak RSS so far (getrusage). For one peak RSS per configuration, run
+ * CFG steps, default 2, at --size), cnstep (one CFG step with the --controlnet net against one
+ * without, interleaved A B A B in this process over max(2, --repeat) rounds, the hint encoded
+ * once outside the timed part as the pipeline does; prints both and their ratio).
+ * Default: text,unet,step,vae. Each line gives seconds per call (min and mean over --repeat),
+ * effective GFLOP/s from fixed work counts of SD 1.5 (only at the sizes they were counted for,
+ * and only for a model with SD 1.5's widths), the output's mean/std (a non-finite value fails
+ * the run) and the peak RSS so far (getrusage). For one peak RSS per configuration, run
  * one --only per process. Not a test: it asserts nothing but finiteness.
  */
 #include <cblas.h>
@@ -20,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "controlnet.h"
 #include "model.h"
 #include "rng.h"
 #include "sd.h"
@@ -36,6 +41,7 @@ typedef struct bench {
   float *text;  /* [2, 77, hidden]: the prompt's embedding, then the empty prompt's */
   int hidden;
   int failed;
+  int sd15;     /* the UNet and VAE have SD 1.5's widths: the work counts apply */
 } bench;
 
 static double now(void) {
@@ -87,7 +93,7 @@ static void report(bench *b, const char *what, int size, int batch, const double
   }
   double mean = s / (double)n, sd = sqrt(fmax(s2 / (double)n - mean * mean, 0));
   char gf[32] = "-";
-  if (gflop > 0) snprintf(gf, sizeof gf, "%.1f", gflop / mn);
+  if (gflop > 0 && b->sd15) snprintf(gf, sizeof gf, "%.1f", gflop / mn);
   printf("%-5s %4dx%-4d B=%d  min %8.3f s  mean %8.3f s  GFLOP/s %6s  cpu %8.3f s (%3.0f%%)"
          "  out mean %+.3e std %.3e  peak RSS %.0f MB\n",
          what, size, size, batch, mn, sum / reps, gf, cpu_sum / reps, 100 * cpu_sum / sum, mean,
@@ -175,6 +181,110 @@ out_free:
   return rc;
 }
 
+/* One CFG step (UNet B=2 + guidance mix), with the ControlNet's forward pass (x, t, text and
+ * the hint; residuals zeroed first) before the UNet when r is not NULL: the pipeline's step. */
+static sd_status cfg_step(bench *b, const sd_controlnet *cn, const float *hint,
+                          sd__cn_residuals *r, const float *x, int h, int w, float *eps,
+                          float *guided, size_t per, sd_error *err) {
+  const float *down[SD__CN_MAX_SKIPS];
+  sd__unet_residuals view;
+  if (r) {
+    sd__cn_residuals_zero(r);
+    sd_status st = sd__controlnet_forward(cn, &b->ctx, x, 2, h, w, 981.0f, b->text, 77, hint,
+                                          1.0f, r, err);
+    if (st != SD_OK) return st;
+    sd__cn_residuals_view(r, down, &view);
+  }
+  sd_status st = sd__unet_forward(b->m->unet, &b->ctx, x, 2, h, w, 981.0f, b->text, 77,
+                                  r ? &view : NULL, eps, err);
+  for (size_t i = 0; st == SD_OK && i < per; i++)
+    guided[i] = eps[per + i] + 7.5f * (eps[i] - eps[per + i]);
+  return st;
+}
+
+/* cnstep: A = plain CFG step, B = CFG step with the ControlNet, interleaved A B A B. */
+static int run_cnstep(bench *b, const sd_controlnet *cn, int size) {
+  const sd__unet_config *uc = sd__unet_get_config(b->m->unet);
+  int h = size / 8, w = size / 8, C = uc->in_channels, c0 = uc->block_out_channels[0];
+  int rounds = b->repeat < 2 ? 2 : b->repeat;
+  size_t per = (size_t)C * h * w, npix = (size_t)size * size;
+  float *x1 = randn(per, 1), *x = malloc(2 * per * sizeof *x), *eps = malloc(2 * per * sizeof *eps);
+  float *guided = malloc(2 * per * sizeof *guided), *img = malloc(3 * npix * sizeof *img);
+  float *hint = malloc((size_t)c0 * h * w * sizeof *hint);
+  double ta[64], ca[64], tb[64], cb[64];
+  sd__cn_residuals res = {0};
+  sd_error err = {0};
+  int rc = -1;
+  if (!x1 || !x || !eps || !guided || !img || !hint) {
+    fail_status(b, "cnstep", SD_ERR_NOMEM, "out of memory");
+    goto out_free;
+  }
+  sd_status st = sd__controlnet_check_base(cn, uc, &err);
+  if (st == SD_OK) st = sd__cn_residuals_init(&res, uc, 2, h, w, &err);
+  if (st != SD_OK) {
+    fail_status(b, "cnstep", st, err.msg);
+    goto out_free;
+  }
+  memcpy(x, x1, per * sizeof *x);
+  memcpy(x + per, x1, per * sizeof *x);
+  /* a hard-edged control image (stripes and a disc, 0 or 1 like a Canny map) */
+  for (int y = 0; y < size; y++)
+    for (int xx = 0; xx < size; xx++) {
+      int dx = xx - size / 2, dy = y - size / 3;
+      float v = ((xx / 16) % 5 == 0 || dx * dx + dy * dy < size * size / 16) ? 1.0f : 0.0f;
+      for (int c = 0; c < 3; c++) img[(size_t)c * npix + (size_t)y * size + xx] = v;
+    }
+  double t0 = now(), c0t = cpu_now();
+  st = sd__controlnet_hint(cn, &b->ctx, img, size, size, hint, &err);
+  double thint = now() - t0, chint = cpu_now() - c0t;
+  if (st != SD_OK) {
+    fail_status(b, "cnstep hint", st, err.msg);
+    goto out_free;
+  }
+  report(b, "hint", size, 1, &thint, &chint, 1, 0, hint, (size_t)c0 * h * w);
+  for (int r = 0; r < rounds; r++) {
+    for (int with = 0; with < 2; with++) {
+      double s0 = now(), s1 = cpu_now();
+      st = cfg_step(b, cn, hint, with ? &res : NULL, x, h, w, eps, guided + with * per, per,
+                    &err);
+      (with ? tb : ta)[r] = now() - s0;
+      (with ? cb : ca)[r] = cpu_now() - s1;
+      if (st != SD_OK) {
+        fail_status(b, with ? "cnstep" : "step", st, err.msg);
+        goto out_free;
+      }
+      printf("  round %d %-6s %8.3f s  cpu %8.3f s  load ", r + 1, with ? "cnstep" : "step",
+             (with ? tb : ta)[r], (with ? cb : ca)[r]);
+      double l1 = -1, l5 = -1, l15 = -1; /* load averages: how shared the machine was */
+      FILE *la = fopen("/proc/loadavg", "r");
+      if (la) {
+        if (fscanf(la, "%lf %lf %lf", &l1, &l5, &l15) != 3) l1 = l5 = l15 = -1;
+        fclose(la);
+      }
+      printf("%.2f %.2f %.2f\n", l1, l5, l15);
+      fflush(stdout);
+    }
+  }
+  report(b, "step", size, 2, ta, ca, rounds, 2 * unet_gflop(size), guided, per);
+  report(b, "cnstep", size, 2, tb, cb, rounds, 0, guided + per, per);
+  double ma = ta[0], mb = tb[0];
+  for (int r = 1; r < rounds; r++) {
+    ma = ta[r] < ma ? ta[r] : ma;
+    mb = tb[r] < mb ? tb[r] : mb;
+  }
+  printf("cnstep/step ratio (min over %d interleaved rounds): %.3f\n", rounds, mb / ma);
+  rc = 0;
+out_free:
+  sd__cn_residuals_free(&res);
+  free(x1);
+  free(x);
+  free(eps);
+  free(guided);
+  free(img);
+  free(hint);
+  return rc;
+}
+
 static int run_vae(bench *b, int size, int encode) {
   const sd__vae_config *vc = sd__vae_get_config(b->m->vae);
   int h = size / 8, w = size / 8;
@@ -251,11 +361,12 @@ static int wants(const char *list, const char *name) {
 
 static void usage(void) {
   fprintf(stderr, "usage: bench MODEL [--threads N] [--size S] [--repeat R] "
-                  "[--only text,unet,step,vae,enc,gen] [--steps N] [--tokenizer DIR]\n");
+                  "[--only text,unet,step,vae,enc,gen,cnstep] [--steps N] [--tokenizer DIR] "
+                  "[--controlnet PATH]\n");
 }
 
 int main(int argc, char **argv) {
-  const char *path = NULL, *only = "text,unet,step,vae", *tokenizer = NULL;
+  const char *path = NULL, *only = "text,unet,step,vae", *tokenizer = NULL, *cnpath = NULL;
   int threads = (int)sysconf(_SC_NPROCESSORS_ONLN), size = 512, repeat = 1, steps = 2;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -265,6 +376,7 @@ int main(int argc, char **argv) {
     else if (v && !strcmp(a, "--only")) only = v, i++;
     else if (v && !strcmp(a, "--tokenizer")) tokenizer = v, i++;
     else if (v && !strcmp(a, "--steps")) steps = atoi(v), i++;
+    else if (v && !strcmp(a, "--controlnet")) cnpath = v, i++;
     else if (a[0] != '-' && !path) path = a;
     else {
       usage();
@@ -272,11 +384,12 @@ int main(int argc, char **argv) {
     }
   }
   if (!path || threads < 1 || size < 64 || size % 64 || repeat < 1 || repeat > 64 ||
-      steps < 1 || steps > 1000) {
+      steps < 1 || steps > 1000 || (wants(only, "cnstep") && !cnpath)) {
     usage();
     return 2;
   }
   bench b = {.repeat = repeat};
+  sd_controlnet *cn = NULL;
   char err[SD_ERRMSG_MAX];
   sd_load_options opt;
   sd_load_options_init(&opt);
@@ -290,7 +403,26 @@ int main(int argc, char **argv) {
   }
   printf("model %s loaded in %.1f s, peak RSS %.0f MB, %d threads\n", path, now() - t0,
          peak_rss_mb(), threads);
+  if (cnpath) {
+    t0 = now();
+    st = sd_controlnet_load(cnpath, &opt, &cn, err);
+    if (st != SD_OK) {
+      fprintf(stderr, "bench: %s\n", err);
+      sd_model_destroy(b.m);
+      return 1;
+    }
+    printf("controlnet %s loaded in %.1f s, peak RSS %.0f MB\n", cnpath, now() - t0,
+           peak_rss_mb());
+  }
   b.hidden = sd__clip_get_config(b.m->clip)->hidden;
+  {
+    const sd__unet_config *uc = sd__unet_get_config(b.m->unet);
+    const sd__vae_config *vc = sd__vae_get_config(b.m->vae);
+    b.sd15 = uc->levels == 4 && uc->block_out_channels[0] == 320 &&
+             uc->block_out_channels[3] == 1280 && uc->cross_attention_dim == 768 &&
+             vc->levels == 4 && vc->block_out_channels[0] == 128 &&
+             vc->block_out_channels[3] == 512;
+  }
   b.ctx.threads = threads;
   b.ctx.arena = sd__arena_create((size_t)64 << 20);
   b.text = malloc((size_t)2 * 77 * b.hidden * sizeof *b.text);
@@ -301,17 +433,21 @@ int main(int argc, char **argv) {
     goto out;
   }
   if (wants(only, "text")) run_text(&b);
-  if ((wants(only, "unet") || wants(only, "step")) && encode_prompts(&b) != 0) goto out;
+  if ((wants(only, "unet") || wants(only, "step") || wants(only, "cnstep")) &&
+      encode_prompts(&b) != 0)
+    goto out;
   if (wants(only, "unet") && size != 256) run_unet(&b, 256, 0);
   if (wants(only, "unet")) run_unet(&b, size, 0);
   if (wants(only, "step")) run_unet(&b, size, 1);
   if (wants(only, "vae")) run_vae(&b, size, 0);
   if (wants(only, "enc")) run_vae(&b, size, 1);
   if (wants(only, "gen")) run_generate(&b, size, steps);
+  if (wants(only, "cnstep")) run_cnstep(&b, cn, size);
 out:
   free(b.text);
   sd__pool_destroy(b.ctx.pool);
   sd__arena_destroy(b.ctx.arena);
   sd_model_destroy(b.m);
+  sd_controlnet_destroy(cn);
   return b.failed ? 1 : 0;
 }

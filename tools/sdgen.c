@@ -2,11 +2,14 @@
  *
  *   sdgen -o DIR  [--format diffusers] [--dtype f32|f16] [--seed N] [--tokenizer DIR]
  *   sdgen -o FILE --format single [--dtype f32|f16] [--seed N]
- *   sdgen --list            (names, shapes and parameter counts; writes nothing)
+ *   sdgen -o DIR  --component controlnet [--dtype f32|f16] [--seed N]
+ *   sdgen --list [--component controlnet]   (names, shapes, parameter counts; writes nothing)
  *
  * The output has SD 1.5's exact tensor names and shapes (about 1.07 G parameters: 2.1 GB in
  * F16, 4.3 GB in F32) and random weights: it is for benchmarks and loader tests, it draws
- * noise, not pictures.
+ * noise, not pictures. `--component controlnet` writes instead a ControlNet shaped like
+ * lllyasviel's control_v11p_sd15_canny (diffusers folder: config.json + weights, 361 M
+ * parameters).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,29 +25,32 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: sdgen -o PATH [--format diffusers|single] [--dtype f32|f16] [--seed N]\n"
           "             [--tokenizer DIR] [--threads N] [--quiet]\n"
-          "       sdgen --list\n"
+          "       sdgen -o DIR --component controlnet [--dtype f32|f16] [--seed N]\n"
+          "       sdgen --list [--component base|controlnet]\n"
           "Writes a random-weight full-size Stable Diffusion 1.5 (diffusers folder or one\n"
           "CompVis-named .safetensors file). The tokenizer folder is copied into diffusers\n"
           "output (default %s); the text encoder always has 49408 token rows, and ids beyond\n"
-          "a smaller tokenizer's vocabulary are simply never used.\n",
+          "a smaller tokenizer's vocabulary are simply never used. --component controlnet\n"
+          "writes a ControlNet folder shaped like control_v11p_sd15_canny instead.\n",
           SDGEN_DEFAULT_TOKENIZER);
 }
 
 static void list(const sdgen_spec *s) {
-  static const char *const part_names[] = {"text_encoder", "unet", "vae"};
+  static const char *const part_names[] = {"text_encoder", "unet", "vae", "controlnet"};
   for (size_t i = 0; i < s->count; i++) {
     const sdgen_tensor *t = &s->t[i];
     printf("%s/%s [", part_names[t->part], t->name);
     for (int d = 0; d < t->ndim; d++) printf("%s%lld", d ? ", " : "", (long long)t->shape[d]);
     printf("]\n");
   }
-  for (int p = 0; p < SDGEN_PARTS; p++)
-    printf("# %s: %lld parameters\n", part_names[p], (long long)sdgen_spec_params(s, (sdgen_part)p));
+  for (int p = 0; p <= SDGEN_CONTROLNET; p++)
+    if (sdgen_spec_params(s, (sdgen_part)p) > 0)
+      printf("# %s: %lld parameters\n", part_names[p], (long long)sdgen_spec_params(s, (sdgen_part)p));
   printf("# %zu tensors\n", s->count);
 }
 
 int main(int argc, char **argv) {
-  const char *out = NULL, *format = "diffusers", *dtype = "f16";
+  const char *out = NULL, *format = "diffusers", *dtype = "f16", *component = "base";
   const char *tokenizer = SDGEN_DEFAULT_TOKENIZER;
   unsigned long long seed = 0;
   int threads = 0, verbose = 1, do_list = 0;
@@ -59,6 +65,8 @@ int main(int argc, char **argv) {
       verbose = 0;
     } else if (v && (!strcmp(a, "-o") || !strcmp(a, "--output"))) {
       out = v, i++;
+    } else if (v && !strcmp(a, "--component")) {
+      component = v, i++;
     } else if (v && !strcmp(a, "--format")) {
       format = v, i++;
     } else if (v && !strcmp(a, "--dtype")) {
@@ -85,6 +93,15 @@ int main(int argc, char **argv) {
     fprintf(stderr, "sdgen: --format is diffusers or single, not '%s'\n", format);
     return 2;
   }
+  int cn = !strcmp(component, "controlnet");
+  if (!cn && strcmp(component, "base") != 0) {
+    fprintf(stderr, "sdgen: --component is base or controlnet, not '%s'\n", component);
+    return 2;
+  }
+  if (cn && single) {
+    fprintf(stderr, "sdgen: a controlnet is written as a diffusers folder only\n");
+    return 2;
+  }
   if (strcmp(dtype, "f16") != 0 && strcmp(dtype, "f32") != 0) {
     fprintf(stderr, "sdgen: --dtype is f16 or f32, not '%s'\n", dtype);
     return 2;
@@ -96,7 +113,8 @@ int main(int argc, char **argv) {
   sdgen_arch arch;
   sdgen_spec spec;
   sdgen_arch_sd15(&arch);
-  if (sdgen_spec_build(&arch, seed, &spec) != 0) {
+  if ((cn ? sdgen_spec_build_controlnet(&arch, seed, &spec)
+         : sdgen_spec_build(&arch, seed, &spec)) != 0) {
     fprintf(stderr, "sdgen: out of memory\n");
     return 1;
   }
@@ -105,6 +123,8 @@ int main(int argc, char **argv) {
   sdgen_dtype dt = strcmp(dtype, "f16") == 0 ? SDGEN_F16 : SDGEN_F32;
   if (do_list) {
     list(&spec);
+  } else if (cn) {
+    rc = sdgen_write_controlnet(out, &arch, &spec, dt, threads, verbose, err);
   } else if (single) {
     rc = sdgen_write_single(out, &arch, &spec, dt, threads, verbose, err);
   } else {

@@ -17,7 +17,15 @@
 #define SDGEN_NAME_MAX 192
 
 /* Model components, in the order the generator writes them. */
-typedef enum sdgen_part { SDGEN_TEXT = 0, SDGEN_UNET = 1, SDGEN_VAE = 2, SDGEN_PARTS = 3 } sdgen_part;
+/* SDGEN_PARTS counts the parts of the base model; a ControlNet is a separate model built by
+ * sdgen_spec_build_controlnet, whose tensors all carry SDGEN_CONTROLNET. */
+typedef enum sdgen_part {
+  SDGEN_TEXT = 0,
+  SDGEN_UNET = 1,
+  SDGEN_VAE = 2,
+  SDGEN_PARTS = 3,
+  SDGEN_CONTROLNET = 3
+} sdgen_part;
 
 typedef struct sdgen_arch {
   /* CLIP text encoder (transformers CLIPTextModel) */
@@ -30,10 +38,13 @@ typedef struct sdgen_arch {
   /* AutoencoderKL */
   int vae_in, vae_out, latent, vae_levels, vae_block_out[SDGEN_MAX_LEVELS], vae_layers;
   int vae_sample_size;
+  /* ControlNetModel: the UNet's encoder copy plus ControlNetConditioningEmbedding */
+  int cn_cond_channels, cn_emb_levels, cn_emb_out[SDGEN_MAX_LEVELS];
 } sdgen_arch;
 
 /* SD 1.5: CLIP ViT-L/14 text (768, 12 layers, 12 heads, MLP 3072, 77 positions, vocab 49408),
- * UNet (320, 640, 1280, 1280) x 2 layers, 8 heads, cross 768, VAE (128, 256, 512, 512) x 2. */
+ * UNet (320, 640, 1280, 1280) x 2 layers, 8 heads, cross 768, VAE (128, 256, 512, 512) x 2,
+ * ControlNet hint encoder 3 -> (16, 32, 96, 256) (lllyasviel's control_v11p_sd15_*). */
 void sdgen_arch_sd15(sdgen_arch *a);
 
 typedef enum sdgen_init {
@@ -65,6 +76,14 @@ typedef struct sdgen_spec {
 int sdgen_spec_build(const sdgen_arch *a, uint64_t seed, sdgen_spec *out);
 void sdgen_spec_free(sdgen_spec *s);
 
+/* Build the tensor list of a ControlNetModel for arch (diffusers 0.27 names: time_embedding,
+ * conv_in, controlnet_cond_embedding.{conv_in, blocks.*, conv_out}, down_blocks and mid_block
+ * as in the UNet, controlnet_down_blocks.* and controlnet_mid_block 1x1 convs), all with part
+ * SDGEN_CONTROLNET. The zero convolutions get random values like every other weight (a trained
+ * net's are not zero; zeros would make its output trivially 0). Returns 0, or -1 when out of
+ * memory. Free with sdgen_spec_free. */
+int sdgen_spec_build_controlnet(const sdgen_arch *a, uint64_t seed, sdgen_spec *out);
+
 /* Number of parameters of one part (ARANGE buffers excluded, like torch's parameters()). */
 int64_t sdgen_spec_params(const sdgen_spec *s, sdgen_part part);
 
@@ -92,6 +111,12 @@ int sdgen_write_diffusers(const char *dir, const sdgen_arch *a, const sdgen_spec
  * CompVis translation (engine/compvis.h), VAE attention projections stored as 1x1 convs
  * [C, C, 1, 1] as in the original checkpoints, plus the int64 position_ids buffer. Returns 0,
  * or -1 with a message in err (256 B). */
+/* Write a diffusers ControlNet folder at dir (created): config.json (ControlNetModel) and
+ * diffusion_pytorch_model.safetensors holding the tensors of s (sdgen_spec_build_controlnet).
+ * Returns 0, or -1 with a message in err (256 B). */
+int sdgen_write_controlnet(const char *dir, const sdgen_arch *a, const sdgen_spec *s,
+                           sdgen_dtype dt, int threads, int verbose, char *err);
+
 int sdgen_write_single(const char *path, const sdgen_arch *a, const sdgen_spec *s,
                        sdgen_dtype dt, int threads, int verbose, char *err);
 

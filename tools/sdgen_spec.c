@@ -41,6 +41,10 @@ void sdgen_arch_sd15(sdgen_arch *a) {
   a->vae_levels = 4;
   a->vae_layers = 2;
   a->vae_sample_size = 512;
+  static const int cn_emb[4] = {16, 32, 96, 256};
+  a->cn_cond_channels = 3;
+  a->cn_emb_levels = 4;
+  for (int i = 0; i < 4; i++) a->cn_emb_out[i] = cn_emb[i];
 }
 
 /* ---- values ---------------------------------------------------------------------------- */
@@ -223,7 +227,8 @@ static void transformer(builder *b, int C, int cross) {
   dense(b, "proj_out", C, C, 1, 1);
 }
 
-static void unet(builder *b, const sdgen_arch *a) {
+/* time_embedding, conv_in, down_blocks and mid_block: shared by the UNet and the ControlNet */
+static void unet_encoder(builder *b, const sdgen_arch *a) {
   int n = a->levels, c0 = a->block_out[0], temb = 4 * c0, L = a->layers_per_block;
   with_prefix(b, "%s", "");
   dense(b, "time_embedding.linear_1", temb, c0, 0, 1);
@@ -253,6 +258,12 @@ static void unet(builder *b, const sdgen_arch *a) {
   transformer(b, cm, a->cross_dim);
   with_prefix(b, "mid_block.resnets.1.");
   resnet(b, cm, cm, temb);
+}
+
+static void unet(builder *b, const sdgen_arch *a) {
+  int n = a->levels, c0 = a->block_out[0], temb = 4 * c0, L = a->layers_per_block;
+  unet_encoder(b, a);
+  int prev;
   /* up block i works at rev[i] channels; its resnet j takes the previous output (j == 0:
    * the block below's output) concatenated with a skip: rev[i] for all but the last, which
    * takes the next shallower level's width (the skip from that level's downsampler/input) */
@@ -279,6 +290,49 @@ static void unet(builder *b, const sdgen_arch *a) {
   with_prefix(b, "%s", "");
   norm(b, "conv_norm_out", c0);
   dense(b, "conv_out", a->unet_out, c0, 3, 1);
+}
+
+/* ---- ControlNet ---- */
+
+/* ControlNetModel (diffusers 0.27 controlnet.py): the UNet's encoder, the hint encoder
+ * (ControlNetConditioningEmbedding: conv_in, then per step a 3x3 conv keeping the width and a
+ * stride-2 3x3 conv widening it, conv_out to block_out[0]), one 1x1 conv per skip tensor
+ * (conv_in's output, each resnet's, each downsampler's) and one after the mid block. */
+static void controlnet(builder *b, const sdgen_arch *a) {
+  int n = a->levels, L = a->layers_per_block, ne = a->cn_emb_levels, k = 0;
+  unet_encoder(b, a);
+  with_prefix(b, "controlnet_cond_embedding.");
+  dense(b, "conv_in", a->cn_emb_out[0], a->cn_cond_channels, 3, 1);
+  for (int i = 0; i + 1 < ne; i++) {
+    char name[64];
+    snprintf(name, sizeof name, "blocks.%d", 2 * i);
+    dense(b, name, a->cn_emb_out[i], a->cn_emb_out[i], 3, 1);
+    snprintf(name, sizeof name, "blocks.%d", 2 * i + 1);
+    dense(b, name, a->cn_emb_out[i + 1], a->cn_emb_out[i], 3, 1);
+  }
+  dense(b, "conv_out", a->block_out[0], a->cn_emb_out[ne - 1], 3, 1);
+  with_prefix(b, "%s", "");
+  char name[64];
+  snprintf(name, sizeof name, "controlnet_down_blocks.%d", k++);
+  dense(b, name, a->block_out[0], a->block_out[0], 1, 1);
+  for (int i = 0; i < n; i++) {
+    for (int j = 0; j < L + (i < n - 1); j++) {
+      snprintf(name, sizeof name, "controlnet_down_blocks.%d", k++);
+      dense(b, name, a->block_out[i], a->block_out[i], 1, 1);
+    }
+  }
+  dense(b, "controlnet_mid_block", a->block_out[n - 1], a->block_out[n - 1], 1, 1);
+}
+
+int sdgen_spec_build_controlnet(const sdgen_arch *a, uint64_t seed, sdgen_spec *out) {
+  memset(out, 0, sizeof *out);
+  builder b = {.s = out, .seed = seed, .part = SDGEN_CONTROLNET};
+  controlnet(&b, a);
+  if (b.failed) {
+    sdgen_spec_free(out);
+    return -1;
+  }
+  return 0;
 }
 
 /* ---- VAE ---- */

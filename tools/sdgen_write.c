@@ -332,6 +332,36 @@ static void unet_config(strbuf *b, const sdgen_arch *a) {
   sb_printf(b, "  \"upcast_attention\": false,\n  \"use_linear_projection\": false\n}\n");
 }
 
+/* control_v11p_sd15_canny's config.json, as diffusers 0.27 writes a ControlNetModel */
+static void controlnet_config(strbuf *b, const sdgen_arch *a) {
+  sb_printf(b, "{\n  \"_class_name\": \"ControlNetModel\",\n"
+               "  \"_diffusers_version\": \"0.27.2\",\n  \"act_fn\": \"silu\",\n"
+               "  \"addition_embed_type\": null,\n  \"addition_embed_type_num_heads\": 64,\n"
+               "  \"addition_time_embed_dim\": null,\n  \"attention_head_dim\": %d,\n",
+            a->heads);
+  json_ints(b, "block_out_channels", a->block_out, a->levels);
+  sb_printf(b, "  \"class_embed_type\": null,\n  \"conditioning_channels\": %d,\n",
+            a->cn_cond_channels);
+  json_ints(b, "conditioning_embedding_out_channels", a->cn_emb_out, a->cn_emb_levels);
+  sb_printf(b, "  \"controlnet_conditioning_channel_order\": \"rgb\",\n"
+               "  \"cross_attention_dim\": %d,\n", a->cross_dim);
+  json_block_types(b, "down_block_types", a->down_attn, a->levels, "CrossAttnDownBlock2D",
+                   "DownBlock2D");
+  sb_printf(b, "  \"downsample_padding\": 1,\n  \"encoder_hid_dim\": null,\n"
+               "  \"encoder_hid_dim_type\": null,\n  \"flip_sin_to_cos\": true,\n"
+               "  \"freq_shift\": 0,\n  \"global_pool_conditions\": false,\n"
+               "  \"in_channels\": %d,\n  \"layers_per_block\": %d,\n"
+               "  \"mid_block_scale_factor\": 1,\n"
+               "  \"mid_block_type\": \"UNetMidBlock2DCrossAttn\",\n  \"norm_eps\": 1e-05,\n"
+               "  \"norm_num_groups\": 32,\n  \"num_attention_heads\": null,\n"
+               "  \"num_class_embeds\": null,\n  \"only_cross_attention\": false,\n"
+               "  \"projection_class_embeddings_input_dim\": null,\n"
+               "  \"resnet_time_scale_shift\": \"default\",\n"
+               "  \"transformer_layers_per_block\": 1,\n  \"upcast_attention\": false,\n"
+               "  \"use_linear_projection\": false\n}\n",
+            a->unet_in, a->layers_per_block);
+}
+
 static void vae_config(strbuf *b, const sdgen_arch *a) {
   int down[SDGEN_MAX_LEVELS] = {0};
   sb_printf(b, "{\n  \"_class_name\": \"AutoencoderKL\",\n  \"_diffusers_version\": \"0.27.2\",\n"
@@ -419,4 +449,17 @@ int sdgen_write_diffusers(const char *dir, const sdgen_arch *a, const sdgen_spec
       return -1;
   }
   return 0;
+}
+
+int sdgen_write_controlnet(const char *dir, const sdgen_arch *a, const sdgen_spec *s,
+                           sdgen_dtype dt, int threads, int verbose, char *err) {
+  char path[4096];
+  strbuf cfg = {0};
+  if (make_dir(dir, err) != 0) return -1;
+  controlnet_config(&cfg, a);
+  int rc = cfg.oom ? fail(err, "out of memory") : write_text(dir, "config.json", cfg.p, err);
+  free(cfg.p);
+  if (rc != 0) return -1;
+  if (join(path, sizeof path, dir, "diffusion_pytorch_model.safetensors", err) != 0) return -1;
+  return sdgen_write_safetensors(path, s, 1u << SDGEN_CONTROLNET, "", dt, threads, verbose, err);
 }

@@ -9,6 +9,12 @@
  *    engine's safetensors reader: same names/shapes, values equal to sdgen_fill (F32 exact, F16
  *    within half an F16 ulp), uniform bounds respected, embeddings with std 0.02, the same seed
  *    reproducing the same bytes and another seed changing them. The model loader must accept it.
+ * 4. The ControlNet (sdgen_spec_build_controlnet): SD 1.5's has 361,279,120 parameters (the
+ *    count this spec derives from diffusers' ControlNetModel; "361 M" in lllyasviel/ControlNet
+ *    issue 321's model summary) and its encoder copy is the UNet's, tensor for tensor; for
+ *    tiny-sd/controlnet's config the list equals, name for name and shape for shape, what
+ *    diffusers 0.27.2 saved there; a written tiny one has sdgen_fill's values, loads with
+ *    sd_controlnet_load with the configured hint encoder, and changes a generated image.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +24,7 @@
 
 #include "check.h"
 #include "compvis.h"
+#include "controlnet.h"
 #include "json.h"
 #include "safetensors.h"
 #include "sdgen.h"
@@ -468,6 +475,128 @@ static void test_load_and_agree(const sdgen_arch *tiny, const char *tmp) {
   sd_model_destroy(ms);
 }
 
+/* SD 1.5's ControlNet: the parameter count, the 12 + 1 zero convolutions, the hint encoder,
+ * and the encoder copy equal to the UNet's tensors. */
+static void test_sd15_controlnet(void) {
+  sdgen_arch a;
+  sdgen_spec cn, base;
+  sdgen_arch_sd15(&a);
+  CHECK_INT(sdgen_spec_build_controlnet(&a, 1, &cn), 0);
+  CHECK_INT(sdgen_spec_build(&a, 1, &base), 0);
+  CHECK_INT(sdgen_spec_params(&cn, SDGEN_CONTROLNET), 361279120);
+  size_t zero_convs = 0, hint = 0, shared = 0, shared_in_base = 0, bad = 0;
+  static const char *const enc[] = {"time_embedding.", "conv_in.", "down_blocks.", "mid_block."};
+  for (size_t i = 0; i < base.count; i++)
+    for (int k = 0; k < 4; k++)
+      if (base.t[i].part == SDGEN_UNET && !strncmp(base.t[i].name, enc[k], strlen(enc[k])))
+        shared_in_base++;
+  for (size_t i = 0; i < cn.count; i++) {
+    const sdgen_tensor *t = &cn.t[i];
+    CHECK_INT(t->part, SDGEN_CONTROLNET);
+    if (!strncmp(t->name, "controlnet_down_blocks.", 23) && strstr(t->name, ".weight"))
+      zero_convs += t->ndim == 4 && t->shape[2] == 1 && t->shape[3] == 1;
+    if (!strncmp(t->name, "controlnet_cond_embedding.", 26)) hint++;
+    int in_enc = 0;
+    for (int k = 0; k < 4; k++) in_enc |= !strncmp(t->name, enc[k], strlen(enc[k]));
+    if (!in_enc) continue;
+    shared++;
+    const sdgen_tensor *u = NULL;
+    for (size_t j = 0; j < base.count && !u; j++)
+      if (base.t[j].part == SDGEN_UNET && !strcmp(base.t[j].name, t->name)) u = &base.t[j];
+    int same = u && u->ndim == t->ndim;
+    for (int d = 0; same && d < t->ndim; d++) same = u->shape[d] == t->shape[d];
+    if (!same && bad++ < 5) fprintf(stderr, "  controlnet %s not as in the UNet\n", t->name);
+  }
+  CHECK_INT(zero_convs, 12);
+  CHECK_INT(hint, 2 * 8); /* conv_in, blocks.0-5, conv_out: weight + bias each */
+  CHECK_INT(bad, 0);
+  CHECK_INT(shared, shared_in_base);
+  CHECK_INT(cn.count, shared + hint + 2 * 12 + 2);
+  sdgen_spec_free(&cn);
+  sdgen_spec_free(&base);
+}
+
+/* tiny-sd/controlnet: the architecture from its config.json, then listing, values, loading. */
+static void test_tiny_controlnet(const char *tmp) {
+  sdgen_arch a;
+  sdgen_spec s;
+  sd_error e = {0};
+  char err[SD_ERRMSG_MAX] = "", dir[1024];
+  CHECK(tiny_arch(&a));
+  sd_json *c = read_json(TINY "/controlnet/config.json");
+  CHECK(c != NULL);
+  if (!c) return;
+  a.levels = sd__json_int_array(c, "block_out_channels", a.block_out, SDGEN_MAX_LEVELS, "cn", &e);
+  CHECK_INT(attn_flags(c, "down_block_types", a.down_attn), a.levels);
+  a.layers_per_block = sd__json_int(c, "layers_per_block", 0, "cn", &e);
+  a.cross_dim = sd__json_int(c, "cross_attention_dim", 0, "cn", &e);
+  a.heads = sd__json_int(c, "attention_head_dim", 0, "cn", &e);
+  a.unet_in = sd__json_int(c, "in_channels", 0, "cn", &e);
+  a.cn_cond_channels = sd__json_int(c, "conditioning_channels", 0, "cn", &e);
+  a.cn_emb_levels = sd__json_int_array(c, "conditioning_embedding_out_channels", a.cn_emb_out,
+                                       SDGEN_MAX_LEVELS, "cn", &e);
+  sd__json_free(c);
+  CHECK_INT(e.status, SD_OK);
+  CHECK_INT(sdgen_spec_build_controlnet(&a, 5, &s), 0);
+  sd_safetensors *st = NULL;
+  CHECK_INT(sd__st_open(TINY "/controlnet/diffusion_pytorch_model.safetensors", &st, &e), SD_OK);
+  if (st) CHECK(compare_listing(&s, SDGEN_CONTROLNET, st, "controlnet") > 0);
+  sd__st_close(st);
+  st = NULL;
+
+  snprintf(dir, sizeof dir, "%s/cn-f16", tmp);
+  CHECK_INT(sdgen_write_controlnet(dir, &a, &s, SDGEN_F16, 2, 0, err), 0);
+  char path[1100];
+  snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
+  CHECK_INT(sd__st_open(path, &st, &e), SD_OK);
+  if (st) check_values(&s, SDGEN_CONTROLNET, st, 1);
+  sd__st_close(st);
+  sdgen_spec_free(&s);
+
+  sd_controlnet *cn = NULL;
+  sd_model *m = NULL;
+  CHECK_INT(sd_controlnet_load(dir, NULL, &cn, err), SD_OK);
+  if (!cn) fprintf(stderr, "%s: %s\n", dir, err);
+  CHECK_INT(sd_model_load(TINY, NULL, &m, err), SD_OK);
+  if (cn) {
+    const sd__controlnet_config *cc = sd__controlnet_get_config(cn);
+    CHECK_INT(cc->nemb, a.cn_emb_levels);
+    for (int i = 0; i < a.cn_emb_levels && i < cc->nemb; i++)
+      CHECK_INT(cc->emb_channels[i], a.cn_emb_out[i]);
+    CHECK_INT(cc->unet.levels, a.levels);
+    CHECK_INT(cc->unet.layers_per_block, a.layers_per_block);
+  }
+  if (cn && m) {
+    /* the random net must steer the image: scale 1 against scale 0 (no effect) */
+    uint8_t hint[64 * 48 * 3];
+    for (int i = 0; i < 64 * 48 * 3; i++) hint[i] = (uint8_t)((i * 37) % 251);
+    sd_control_unit u;
+    sd_control_unit_init(&u);
+    u.net = cn;
+    u.rgb = hint;
+    u.width = 64;
+    u.height = 48;
+    sd_request rq;
+    sd_image i0 = {0}, i1 = {0};
+    sd_request_init(&rq);
+    rq.prompt = "a red circle";
+    rq.seed = 7;
+    rq.steps = 2;
+    rq.width = 64;
+    rq.height = 48;
+    rq.control = &u;
+    rq.ncontrol = 1;
+    CHECK_INT(sd_generate(m, &rq, &i1, err), SD_OK);
+    u.scale = 0;
+    CHECK_INT(sd_generate(m, &rq, &i0, err), SD_OK);
+    if (i0.rgb && i1.rgb) CHECK(memcmp(i0.rgb, i1.rgb, (size_t)64 * 48 * 3) != 0);
+    sd_image_free(&i0);
+    sd_image_free(&i1);
+  }
+  sd_model_destroy(m);
+  sd_controlnet_destroy(cn);
+}
+
 int main(void) {
   char tmp[] = "/tmp/test_sdgen.XXXXXX";
   sdgen_arch tiny;
@@ -479,6 +608,8 @@ int main(void) {
   test_write_tiny(&tiny, tmp);
   test_single_tiny(&tiny, tmp);
   test_load_and_agree(&tiny, tmp);
+  test_sd15_controlnet();
+  test_tiny_controlnet(tmp);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
