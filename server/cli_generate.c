@@ -233,8 +233,8 @@ static int parse_args(int argc, char **argv, gen_args *a, int *done) {
     cli_error("generate: --canny-low and --canny-high must be between 0 and 100000");
     return CLI_EXIT_USAGE;
   }
-  if (!(a->unit.start >= 0.0f && a->unit.start <= a->unit.end && a->unit.end <= 1.0f)) {
-    cli_error("generate: --control-start and --control-end must satisfy 0 <= start <= end "
+  if (!(a->unit.start >= 0.0f && a->unit.start < a->unit.end && a->unit.end <= 1.0f)) {
+    cli_error("generate: --control-start and --control-end must satisfy 0 <= start < end "
               "<= 1 (got %g and %g)", (double)a->unit.start, (double)a->unit.end);
     return CLI_EXIT_USAGE;
   }
