@@ -6,10 +6,13 @@
  * per-thread scratch buffer from ctx->arena and multiplies the weight [Co, Ci*k*k] (or a block
  * of its rows, for small images) by it with a single-threaded sgemm. 1x1 stride-1 unpadded
  * convs skip im2col. Tiles never depend on the thread count, so neither do the results.
+ * 3x3 stride-1 pad-1 convs of the sizes where it pays go to Winograd F(2x2, 3x3) instead
+ * (ops_winograd.c), as a rule on shapes only.
  */
 #include <string.h>
 
 #include "ops_impl.h"
+#include "ops_winograd.h"
 
 /* Bytes of column buffer per tile (a -D override is for tuning builds only). 1 to 12 MB all
  * measured within noise of each other at SD shapes; 6 MB was marginally best. */
@@ -134,6 +137,8 @@ sd_status sd__conv2d(sd__ctx *ctx, const float *x, int N, int Ci, int H, int W, 
                      const float *b, int Co, int k, int s, int p, float *y) {
   if (k <= 0 || s <= 0 || p < 0 || H + 2 * p < k || W + 2 * p < k) return SD_ERR_INVALID;
   if (N <= 0 || Co <= 0) return SD_OK;
+  if (k == 3 && s == 1 && p == 1 && sd__conv3x3_winograd_pays(N, Ci, H, W, Co))
+    return sd__conv3x3_winograd(ctx, x, N, Ci, H, W, w, b, Co, y);
   int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
   size_t HWo = (size_t)Ho * Wo, K = (size_t)Ci * k * k;
   int direct = (k == 1 && s == 1 && p == 0);

@@ -3,7 +3,9 @@
  * k = 1 and 3, several tiles), then bit-identity of each kernel's output across 1, 2 and 3
  * threads. Tolerances: float32 rounding relative to the sum of |terms| of each output (1e-5,
  * far above rounding, far below any indexing mistake); activations 2e-6 x (|ref| + 1), since
- * the erf form 1 + erf(x) itself cancels for negative x (as in torch).
+ * the erf form 1 + erf(x) itself cancels for negative x (as in torch). Winograd F(2x2, 3x3)
+ * is held to the same 1e-5 (its transforms add at most 9 terms of bounded coefficients; it
+ * measured 4e-8..2e-7, like im2col).
  */
 #include <math.h>
 #include <stdint.h>
@@ -12,6 +14,7 @@
 
 #include "check.h"
 #include "ops.h"
+#include "ops_winograd.h"
 
 static uint32_t rng_state = 12345u;
 static float frand(void) { /* uniform in [-2, 2) */
@@ -71,7 +74,10 @@ static void test_linear(int rows, int in, int out, int bias) {
 }
 
 /* ---- conv2d ---- */
-static void test_conv(int N, int Ci, int H, int W, int Co, int k, int s, int p, int bias) {
+#define WINO_TOL 1e-5
+/* wino: call the Winograd kernel directly (k = 3, s = 1, p = 1 only) instead of sd__conv2d. */
+static void conv_case(int N, int Ci, int H, int W, int Co, int k, int s, int p, int bias,
+                      int wino) {
   int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
   size_t ny = (size_t)N * Co * Ho * Wo;
   float *x = rand_buf((size_t)N * Ci * H * W), *w = rand_buf((size_t)Co * Ci * k * k);
@@ -99,18 +105,29 @@ static void test_conv(int N, int Ci, int H, int W, int Co, int k, int s, int p, 
   for (int t = 1; t <= 3; t++) {
     sd__ctx c = mkctx(t);
     for (size_t i = 0; i < ny; i++) (t == 1 ? y : y2)[i] = NAN; /* every output is written */
-    CHECK_INT(sd__conv2d(&c, x, N, Ci, H, W, w, bias ? b : NULL, Co, k, s, p, t == 1 ? y : y2),
-              SD_OK);
+    float *out = t == 1 ? y : y2;
+    if (wino)
+      CHECK_INT(sd__conv3x3_winograd(&c, x, N, Ci, H, W, w, bias ? b : NULL, Co, out), SD_OK);
+    else
+      CHECK_INT(sd__conv2d(&c, x, N, Ci, H, W, w, bias ? b : NULL, Co, k, s, p, out), SD_OK);
     if (t == 1) {
       double e = rel_err(y, ref, sc, ny);
-      printf("conv N%d Ci%d %dx%d Co%d k%d s%d p%d bias %d: rel err %.3g\n", N, Ci, H, W, Co, k,
-             s, p, bias, e);
-      CHECK_LE(e, 1e-5);
+      printf("conv%s N%d Ci%d %dx%d Co%d k%d s%d p%d bias %d: rel err %.3g\n",
+             wino ? " winograd" : "", N, Ci, H, W, Co, k, s, p, bias, e);
+      int routed = k == 3 && s == 1 && p == 1 && sd__conv3x3_winograd_pays(N, Ci, H, W, Co);
+      CHECK_LE(e, wino || routed ? WINO_TOL : 1e-5);
     } else {
       CHECK(memcmp(y, y2, ny * sizeof(float)) == 0);
     }
   }
   free(x), free(w), free(b), free(y), free(y2), free(ref), free(sc);
+}
+
+static void test_conv(int N, int Ci, int H, int W, int Co, int k, int s, int p, int bias) {
+  conv_case(N, Ci, H, W, Co, k, s, p, bias, 0);
+}
+static void test_winograd(int N, int Ci, int H, int W, int Co, int bias) {
+  conv_case(N, Ci, H, W, Co, 3, 1, 1, bias, 1);
 }
 
 /* ---- group norm / layer norm ---- */
@@ -369,6 +386,16 @@ int main(void) {
   test_conv(2, 600, 15, 17, 3, 3, 2, 1, 1);
   test_conv(1, 5, 7, 9, 130, 3, 1, 1, 1); /* one pixel tile: output channels split */
   test_conv(1, 6, 4, 3, 200, 1, 1, 0, 0); /* the same for a 1x1 conv */
+  /* Winograd F(2x2, 3x3): odd sizes (partial tiles at the bottom and right), 8-tile vector
+   * groups with tails, tile blocks cutting tile rows, output channels split and chunked. */
+  test_winograd(2, 5, 7, 9, 6, 1);
+  test_winograd(1, 3, 1, 1, 4, 1);     /* a single pixel */
+  test_winograd(2, 7, 2, 40, 5, 0);    /* one tile row: two vector groups + tail, no bias */
+  test_winograd(1, 9, 33, 35, 19, 1);  /* 17 x 18 tiles */
+  test_winograd(1, 300, 37, 41, 7, 1); /* two tile blocks per image, cut mid-row */
+  test_winograd(1, 5, 7, 9, 130, 1);   /* output channels split into blocks */
+  test_winograd(1, 1100, 5, 6, 600, 1); /* transformed weights in two chunks */
+  test_conv(2, 70, 24, 23, 66, 3, 1, 1, 1); /* sd__conv2d routes this shape to Winograd */
 
   test_group_norm(2, 12, 35, 4, 0, 0);
   test_group_norm(2, 12, 35, 4, 1, 1);
