@@ -100,8 +100,9 @@ test('503 + Retry-After from a full queue is retried by the client', async () =>
     return m ? Number(m[1]) : 0;
   };
   const before503 = await metric();
-  // a running job and a queued one fill the single worker and the queue of one
-  const body = { prompt: 'blocker', width: 256, height: 256, steps: 8, seed: 1 };
+  // a running job and a queued one fill the single worker and the queue of one; each runs
+  // for about two seconds here (60 steps at 256x256), far longer than the 0.5 s set-up below
+  const body = { prompt: 'blocker', width: 256, height: 256, steps: 60, seed: 1 };
   const running = postJson(srv.base + '/generate', body);
   await new Promise((r) => setTimeout(r, 300));
   const queued = postJson(srv.base + '/generate', body);
