@@ -164,28 +164,8 @@ sd_status sd__controlnet_config_infer(sd__wsrc *src, sd__controlnet_config *cfg,
     if (!first[0] && c->down_has_attn[i])
       snprintf(first, sizeof first, "down_blocks.%d.attentions.0", i);
   }
-  c->mid_has_attn = sd__wsrc_shapef(src, s, "mid_block.attentions.0.norm.weight") == 1;
-  if (!first[0] && c->mid_has_attn) snprintf(first, sizeof first, "mid_block.attentions.0");
-  c->cross_attention_dim = 768;
-  c->transformer_layers = 1;
-  if (first[0]) {
-    if (sd__wsrc_shapef(src, s, "%s.transformer_blocks.0.attn2.to_k.weight", first) != 2)
-      return sd__err(err, SD_ERR_MISSING, "controlnet: %s has no attn2.to_k", first);
-    c->cross_attention_dim = (int)s[1];
-    c->use_linear_projection = sd__wsrc_shapef(src, s, "%s.proj_in.weight", first) == 2;
-    c->transformer_layers = 0;
-    while (c->transformer_layers < SD__UNET_MAX_DEPTH &&
-           sd__wsrc_shapef(src, s, "%s.transformer_blocks.%d.norm1.weight", first,
-                    c->transformer_layers) == 1)
-      c->transformer_layers++;
-  }
-  /* heads are not in the shapes: SD 1.x uses 8 everywhere, SD 2.x 64-channel heads */
-  int sd2 = c->use_linear_projection && c->cross_attention_dim == 1024;
-  for (int i = 0; i < L; i++) c->heads[i] = sd2 ? c->block_out_channels[i] / 64 : 8;
-  c->norm_groups = 32;
-  c->norm_eps = 1e-5f;
-  c->flip_sin_to_cos = 1;
-  c->sample_size = 64;
+  sd_status st = sd__unet_config_infer_attention(src, first, c, "controlnet", err);
+  if (st != SD_OK) return st;
   /* hint encoder: conv_in [e0, cond, 3, 3], blocks 2k [e_k, e_k], 2k+1 [e_k+1, e_k] */
   if (sd__wsrc_shapef(src, s, "controlnet_cond_embedding.conv_in.weight") != 4)
     return sd__err(err, SD_ERR_MISSING, "controlnet: controlnet_cond_embedding.conv_in missing");

@@ -19,6 +19,13 @@
 
 /* Validate a config built by hand or by unet_config.c and fill head_dim from heads. */
 sd_status sd__unet_config_check(sd__unet_config *cfg, sd_error *err);
+/* Config inference shared by the UNet and the ControlNet (unet_config.c): mid attention,
+ * cross-attention width, projection kind and depth read from the first attention block
+ * `first_down` ("" when the down path has none), heads and norms by SD convention. Needs
+ * levels and block_out_channels already set; `what` names the model in messages. */
+sd_status sd__unet_config_infer_attention(sd__wsrc *src, const char *first_down,
+                                          sd__unet_config *c, const char *what,
+                                          sd_error *err);
 
 /* out[dim] = diffusers' get_timestep_embedding(t, dim, flip_sin_to_cos, freq_shift) in float32
  * (sin half then cos half, swapped when flip). Shared with the ControlNet (unet.c). */

@@ -224,6 +224,44 @@ sd_status sd__unet_config_from_json(const sd_json *j, sd__unet_config *c, sd_err
 
 /* ---- inference from tensor shapes ---- */
 
+/* The parts of an inferred config that the down path and mid block decide, shared with the
+ * ControlNet's inference: mid-block attention, cross-attention width, projection kind and
+ * transformer depth from the first attention block (`first`, "" when there is none), then the
+ * SD defaults for what shapes cannot tell. */
+sd_status sd__unet_config_infer_attention(sd__wsrc *src, const char *first_down,
+                                          sd__unet_config *c, const char *what,
+                                          sd_error *err) {
+  int64_t s[SD_ST_MAX_DIMS];
+  char first[128];
+  snprintf(first, sizeof first, "%s", first_down);
+  c->mid_has_attn = sd__wsrc_shapef(src, s, "mid_block.attentions.0.norm.weight") == 1;
+  if (!first[0] && c->mid_has_attn) snprintf(first, sizeof first, "mid_block.attentions.0");
+  c->cross_attention_dim = 768; /* SD 1.x, when nothing attends */
+  c->transformer_layers = 1;
+  if (first[0]) {
+    if (sd__wsrc_shapef(src, s, "%s.transformer_blocks.0.attn2.to_k.weight", first) != 2)
+      return sd__err(err, SD_ERR_MISSING, "%s: %s has no attn2.to_k", what, first);
+    c->cross_attention_dim = (int)s[1];
+    c->use_linear_projection = sd__wsrc_shapef(src, s, "%s.proj_in.weight", first) == 2;
+    c->transformer_layers = 0;
+    while (c->transformer_layers < SD__UNET_MAX_DEPTH &&
+           sd__wsrc_shapef(src, s, "%s.transformer_blocks.%d.norm1.weight", first,
+                    c->transformer_layers) == 1)
+      c->transformer_layers++;
+  }
+  /* Not inferable from shapes: the head count. SD 1.x uses 8 heads at every level; SD 2.x
+   * (linear projections, 1024-d text) uses 64-channel heads. GroupNorm settings and the time
+   * embedding are the SD defaults. */
+  int sd2 = c->use_linear_projection && c->cross_attention_dim == 1024;
+  for (int i = 0; i < c->levels; i++) c->heads[i] = sd2 ? c->block_out_channels[i] / 64 : 8;
+  c->norm_groups = 32;
+  c->norm_eps = 1e-5f;
+  c->flip_sin_to_cos = 1;
+  c->freq_shift = 0;
+  c->sample_size = 64;
+  return SD_OK;
+}
+
 sd_status sd__unet_config_infer(sd__wsrc *src, sd__unet_config *c, sd_error *err) {
   int64_t s[SD_ST_MAX_DIMS];
   sd_error local = {0};
@@ -260,32 +298,7 @@ sd_status sd__unet_config_infer(sd__wsrc *src, sd__unet_config *c, sd_error *err
   if (sd__wsrc_shapef(src, s, "up_blocks.%d.resnets.0.conv1.weight", L - 1) != 4 ||
       sd__wsrc_shapef(src, s, "up_blocks.%d.resnets.0.conv1.weight", L) == 4)
     return sd__err(err, SD_ERR_SHAPE, "unet: up_blocks do not match %d down levels", L);
-  c->mid_has_attn = sd__wsrc_shapef(src, s, "mid_block.attentions.0.norm.weight") == 1;
-  if (!first[0] && c->mid_has_attn) snprintf(first, sizeof first, "mid_block.attentions.0");
-  c->cross_attention_dim = 768; /* SD 1.x, when nothing attends */
-  c->transformer_layers = 1;
-  if (first[0]) {
-    if (sd__wsrc_shapef(src, s, "%s.transformer_blocks.0.attn2.to_k.weight", first) != 2)
-      return sd__err(err, SD_ERR_MISSING, "unet: %s has no attn2.to_k", first);
-    c->cross_attention_dim = (int)s[1];
-    c->use_linear_projection = sd__wsrc_shapef(src, s, "%s.proj_in.weight", first) == 2;
-    c->transformer_layers = 0;
-    while (c->transformer_layers < SD__UNET_MAX_DEPTH &&
-           sd__wsrc_shapef(src, s, "%s.transformer_blocks.%d.norm1.weight", first,
-                    c->transformer_layers) == 1)
-      c->transformer_layers++;
-  }
-  /* Not inferable from shapes: the head count. SD 1.x uses 8 heads at every level; SD 2.x
-   * (linear projections, 1024-d text) uses 64-channel heads. GroupNorm settings and the time
-   * embedding are the SD defaults. */
-  for (int i = 0; i < L; i++) {
-    int sd2 = c->use_linear_projection && c->cross_attention_dim == 1024;
-    c->heads[i] = sd2 ? c->block_out_channels[i] / 64 : 8;
-  }
-  c->norm_groups = 32;
-  c->norm_eps = 1e-5f;
-  c->flip_sin_to_cos = 1;
-  c->freq_shift = 0;
-  c->sample_size = 64;
+  sd_status st = sd__unet_config_infer_attention(src, first, c, "unet", err);
+  if (st != SD_OK) return st;
   return sd__unet_config_check(c, err);
 }
