@@ -148,3 +148,20 @@ char *api_infotext_ex(const sd_request *rq, int width, int height, const char *m
   b.s[end - start] = '\0';
   return b.s;
 }
+
+char *api_model_label(const char *path) {
+  size_t n = strlen(path);
+  while (n > 1 && path[n - 1] == '/') n--;
+  size_t start = n;
+  while (start > 0 && path[start - 1] != '/') start--;
+  static const char ext[] = ".safetensors";
+  size_t len = n - start;
+  if (len > sizeof ext - 1 && strncmp(path + n - (sizeof ext - 1), ext, sizeof ext - 1) == 0)
+    len -= sizeof ext - 1;
+  char *out = malloc(len + 1);
+  if (out) {
+    memcpy(out, path + start, len);
+    out[len] = '\0';
+  }
+  return out;
+}

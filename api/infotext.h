@@ -22,6 +22,11 @@ extern "C" {
  * exact form ("7.5", "7"). With an init image (rq->init_rgb), ", Denoising strength: X"
  * follows the Model field, as in A1111's img2img. Returns a malloc'ed string (caller frees)
  * or NULL when out of memory. */
+/* The name A1111 shows for a model path: its last component without trailing slashes or a
+ * ".safetensors" extension ("nets/canny.safetensors" -> "canny"). malloc'ed; NULL when out
+ * of memory. */
+char *api_model_label(const char *path);
+
 char *api_infotext(const sd_request *rq, int width, int height, const char *model_name);
 
 /* The same, plus one field per ControlNet unit of the request, written as A1111's ControlNet

@@ -242,20 +242,6 @@ static int parse_args(int argc, char **argv, gen_args *a, int *done) {
   return CLI_EXIT_OK;
 }
 
-/* A name for a model path, as A1111 shows one: the last path component without trailing
- * slashes or a ".safetensors" extension ("nets/canny.safetensors" -> "canny"). */
-static void model_label(const char *path, char *buf, size_t cap) {
-  size_t n = strlen(path);
-  while (n > 1 && path[n - 1] == '/') n--;
-  size_t start = n;
-  while (start > 0 && path[start - 1] != '/') start--;
-  static const char ext[] = ".safetensors";
-  size_t len = n - start;
-  if (len > sizeof ext - 1 && strncmp(path + n - (sizeof ext - 1), ext, sizeof ext - 1) == 0)
-    len -= sizeof ext - 1;
-  snprintf(buf, cap, "%.*s", (int)len, path + start);
-}
-
 /* Decode --init-image into a->init and point the request at it. Sizes are never changed:
  * the image must be the requested size (or set it), in multiples of 8. 0, or -1 after
  * printing the error. */
@@ -377,10 +363,10 @@ int cli_generate(int argc, char **argv) {
   }
   sd_model_info mi;
   sd_model_get_info(m, &mi);
-  char cn_label[256];
-  if (a.cn_path) model_label(a.cn_path, cn_label, sizeof cn_label);
-  const char *cn_names[1] = {a.cn_path ? cn_label : NULL};
+  char *cn_label = a.cn_path ? api_model_label(a.cn_path) : NULL;
+  const char *cn_names[1] = {cn_label};
   info = api_infotext_ex(&a.rq, img.width, img.height, mi.name, cn_names);
+  free(cn_label);
   if (!info) {
     cli_error("out of memory");
     goto out_unlink;

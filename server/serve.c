@@ -28,6 +28,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "infotext.h"
 #include "srv.h"
 #include "srv_compat.h"
 
@@ -108,24 +109,6 @@ static void on_engine_log(void *user, sd_log_level level, const char *msg) {
           "engine: %s", msg);
 }
 
-/* "nets/canny.safetensors" -> "canny", as A1111 names models. */
-static char *model_label(const char *path) {
-  size_t n = strlen(path);
-  while (n > 1 && path[n - 1] == '/') n--;
-  size_t start = n;
-  while (start > 0 && path[start - 1] != '/') start--;
-  static const char ext[] = ".safetensors";
-  size_t len = n - start;
-  if (len > sizeof ext - 1 && strncmp(path + n - (sizeof ext - 1), ext, sizeof ext - 1) == 0)
-    len -= sizeof ext - 1;
-  char *out = malloc(len + 1);
-  if (out) {
-    memcpy(out, path + start, len);
-    out[len] = '\0';
-  }
-  return out;
-}
-
 /* Load the model and ControlNets named by the config. 0, or -1 after logging why. */
 static int load_models(srv_server *s) {
   char err[SD_ERRMSG_MAX];
@@ -151,7 +134,7 @@ static int load_models(srv_server *s) {
       return -1;
     }
     s->net_refs[i].net = s->nets[i];
-    s->net_refs[i].name = model_label(s->cfg.controlnets[i]);
+    s->net_refs[i].name = api_model_label(s->cfg.controlnets[i]);
     if (!s->net_refs[i].name) return -1;
   }
   srv_log(SRV_INFO, "loaded model %s (%dx%d native) and %d ControlNet(s) in %.2f s",
