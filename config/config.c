@@ -483,6 +483,13 @@ static void range_text(const cfg_row *r, char *buf, size_t n) {
     snprintf(buf, n, "%.15g..%.15g", r->min, r->max);
 }
 
+/* The flag, environment name and range text of a row, as --help and the example show them. */
+static void row_texts(const cfg_row *r, char fl[64], char en[64], char range[96]) {
+  flag_name(r, fl, 64);
+  env_name(r, en, 64);
+  range_text(r, range, 96);
+}
+
 void cfg_print_help(FILE *f) {
   fprintf(f,
           "usage: sdserve serve --model PATH [options]\n"
@@ -498,9 +505,7 @@ void cfg_print_help(FILE *f) {
   for (size_t i = 0; i < NSETTINGS; i++) {
     const cfg_row *r = &settings[i];
     char fl[64], en[64], range[96];
-    flag_name(r, fl, sizeof fl);
-    env_name(r, en, sizeof en);
-    range_text(r, range, sizeof range);
+    row_texts(r, fl, en, range);
     fprintf(f, "  %s %s\n      %s\n      [%s%s%s%s%s%s]\n", fl, r->metavar, r->help, en,
             r->required ? ", required" : "", r->def ? ", default " : "", r->def ? r->def : "",
             *range ? ", " : "", range);
@@ -519,9 +524,7 @@ void cfg_write_example(FILE *f) {
   for (size_t i = 0; i < NSETTINGS; i++) {
     const cfg_row *r = &settings[i];
     char fl[64], en[64], range[96];
-    flag_name(r, fl, sizeof fl);
-    env_name(r, en, sizeof en);
-    range_text(r, range, sizeof range);
+    row_texts(r, fl, en, range);
     fprintf(f, "\n# %s\n# flag %s, env %s%s%s%s\n#%s =%s%s\n", r->help, fl, en,
             *range ? "; " : "", range, r->required ? "; required" : "", r->name,
             r->def ? " " : "", r->def ? r->def : "");
