@@ -36,52 +36,53 @@ typedef struct cfg_row {
   const char *def;     /* default as text, parsed like any other source; NULL = unset */
   double min, max;     /* bounds for numbers (inclusive) */
   const char *choices; /* CFG_STRING: '|'-separated allowed values, or NULL */
-  int required;        /* must be set by some source */
   const char *metavar; /* shown in --help */
   const char *help;
 } cfg_row;
 
 #define F(field) offsetof(cfg_settings, field)
 static const cfg_row settings[] = {
-    {"model", CFG_STRING, F(model), 0, NULL, 0, 0, NULL, 1, "PATH",
-     "Model folder (diffusers layout) or .safetensors file; loaded once at start."},
-    {"controlnet", CFG_LIST, F(controlnets), F(n_controlnets), NULL, 0, 0, NULL, 0, "PATH",
-     "ControlNet model folder; the flag may repeat (a list, comma-separated in file and env)."},
-    {"tokenizer", CFG_STRING, F(tokenizer), 0, NULL, 0, 0, NULL, 0, "PATH",
+    {"model", CFG_STRING, F(model), 0, NULL, 0, 0, NULL, "PATH",
+     "Model folder (diffusers layout) or .safetensors file, loaded once at start; unset = the "
+     "bundled demo model."},
+    {"controlnet", CFG_LIST, F(controlnets), F(n_controlnets), NULL, 0, 0, NULL, "PATH",
+     "ControlNet model folder; the flag may repeat (a list, comma-separated in file and env); "
+     "unset = the model's controlnet/ folder when it has one."},
+    {"tokenizer", CFG_STRING, F(tokenizer), 0, NULL, 0, 0, NULL, "PATH",
      "CLIP tokenizer folder (vocab.json + merges.txt); default: the model's tokenizer/."},
-    {"host", CFG_STRING, F(host), 0, "127.0.0.1", 0, 0, NULL, 0, "ADDR",
+    {"host", CFG_STRING, F(host), 0, "127.0.0.1", 0, 0, NULL, "ADDR",
      "Address to listen on (0.0.0.0 for every interface)."},
-    {"port", CFG_INT, F(port), 0, "7860", 1, 65535, NULL, 0, "N", "TCP port to listen on."},
-    {"workers", CFG_INT, F(workers), 0, "1", 1, 64, NULL, 0, "N",
+    {"port", CFG_INT, F(port), 0, "7860", 1, 65535, NULL, "N", "TCP port to listen on."},
+    {"workers", CFG_INT, F(workers), 0, "1", 1, 64, NULL, "N",
      "Worker threads running generations at the same time (they share the model)."},
-    {"queue", CFG_INT, F(queue), 0, "16", 1, 100000, NULL, 0, "N",
+    {"queue", CFG_INT, F(queue), 0, "16", 1, 100000, NULL, "N",
      "Jobs that may wait for a worker; beyond that requests get 503 + Retry-After."},
-    {"threads", CFG_INT, F(threads), 0, "0", 0, 256, NULL, 0, "N",
+    {"threads", CFG_INT, F(threads), 0, "0", 0, 256, NULL, "N",
      "Compute threads per worker; 0 = the machine's cores divided by the workers."},
-    {"max_body_bytes", CFG_BYTES, F(max_body_bytes), 0, "16M", 1024, 1073741824.0, NULL, 0,
+    {"max_body_bytes", CFG_BYTES, F(max_body_bytes), 0, "16M", 1024, 1073741824.0, NULL,
      "BYTES", "Largest request body (suffix k, M, G); larger ones get 413 before reading."},
-    {"max_pixels", CFG_LONG, F(max_pixels), 0, "1048576", 4096, 16777216.0, NULL, 0, "N",
+    {"max_pixels", CFG_LONG, F(max_pixels), 0, "1048576", 4096, 16777216.0, NULL, "N",
      "Largest width x height of one image."},
-    {"max_steps", CFG_INT, F(max_steps), 0, "150", 1, 1000, NULL, 0, "N",
+    {"max_steps", CFG_INT, F(max_steps), 0, "150", 1, 1000, NULL, "N",
      "Most denoising steps a request may ask for."},
-    {"max_prompt_chars", CFG_INT, F(max_prompt_chars), 0, "4000", 1, 1000000, NULL, 0, "N",
+    {"max_prompt_chars", CFG_INT, F(max_prompt_chars), 0, "4000", 1, 1000000, NULL, "N",
      "Longest prompt (and negative prompt) in characters."},
-    {"max_batch", CFG_INT, F(max_batch), 0, "4", 1, 64, NULL, 0, "N",
+    {"max_batch", CFG_INT, F(max_batch), 0, "4", 1, 64, NULL, "N",
      "Most images one request may ask for (batch_size)."},
-    {"request_timeout_s", CFG_DOUBLE, F(request_timeout_s), 0, "600", 0.1, 86400, NULL, 0,
+    {"request_timeout_s", CFG_DOUBLE, F(request_timeout_s), 0, "600", 0.1, 86400, NULL,
      "SECONDS", "Deadline from enqueue to done; a job past it is stopped and answered 504."},
-    {"api_key", CFG_STRING, F(api_key), 0, NULL, 0, 0, NULL, 0, "KEY",
+    {"api_key", CFG_STRING, F(api_key), 0, NULL, 0, 0, NULL, "KEY",
      "If set, requests need `Authorization: Bearer KEY` (401 otherwise)."},
-    {"api_auth", CFG_STRING, F(api_auth), 0, NULL, 0, 0, NULL, 0, "USER:PASS",
+    {"api_auth", CFG_STRING, F(api_auth), 0, NULL, 0, 0, NULL, "USER:PASS",
      "HTTP Basic user:pass list (comma-separated), as A1111's --api-auth; either it or api_key "
      "authorizes."},
-    {"cors_origins", CFG_LIST, F(cors_origins), F(n_cors_origins), NULL, 0, 0, NULL, 0, "ORIGIN",
+    {"cors_origins", CFG_LIST, F(cors_origins), F(n_cors_origins), NULL, 0, 0, NULL, "ORIGIN",
      "Origins allowed by CORS (the flag may repeat; * = any); empty = no CORS headers."},
-    {"log_level", CFG_STRING, F(log_level), 0, "info", 0, 0, "debug|info|warn|error", 0, "LEVEL",
+    {"log_level", CFG_STRING, F(log_level), 0, "info", 0, 0, "debug|info|warn|error", "LEVEL",
      "Least severe log level written to stderr: debug, info, warn or error."},
-    {"retry_after_s", CFG_DOUBLE, F(retry_after_s), 0, "5", 0, 3600, NULL, 0, "SECONDS",
+    {"retry_after_s", CFG_DOUBLE, F(retry_after_s), 0, "5", 0, 3600, NULL, "SECONDS",
      "Retry-After sent with 503 when the queue is full or the server is draining."},
-    {"drain_timeout_s", CFG_INT, F(drain_timeout_s), 0, "900", 0, 86400, NULL, 0, "SECONDS",
+    {"drain_timeout_s", CFG_INT, F(drain_timeout_s), 0, "900", 0, 86400, NULL, "SECONDS",
      "On SIGTERM, longest wait for queued and running jobs before exiting anyway."},
 };
 #undef F
@@ -453,15 +454,6 @@ int cfg_load(int argc, char **argv, char **envp, cfg_settings *out, int *exit_no
     }
     if (apply(&L, r, v, SRC_FLAG, 0, where)) return -1;
   }
-  for (size_t i = 0; i < NSETTINGS; i++)
-    if (settings[i].required && !*(char **)((char *)out + settings[i].off)) {
-      char fl[64], en[64];
-      flag_name(&settings[i], fl, sizeof fl);
-      env_name(&settings[i], en, sizeof en);
-      snprintf(err, CFG_ERR_LEN, "%s: is required (or %s, or `%s = ...` in the config file)",
-               fl, en, settings[i].name);
-      return -1;
-    }
   return 0;
 }
 
@@ -492,7 +484,7 @@ static void row_texts(const cfg_row *r, char fl[64], char en[64], char range[96]
 
 void cfg_print_help(FILE *f) {
   fprintf(f,
-          "usage: sdserve serve --model PATH [options]\n"
+          "usage: sdserve serve [--model PATH] [options]\n"
           "\n"
           "Runs the HTTP service. Every option can also be set in the environment\n"
           "(SDSERVE_NAME) or in a config file (`name = value` lines, # comments); flags\n"
@@ -506,8 +498,8 @@ void cfg_print_help(FILE *f) {
     const cfg_row *r = &settings[i];
     char fl[64], en[64], range[96];
     row_texts(r, fl, en, range);
-    fprintf(f, "  %s %s\n      %s\n      [%s%s%s%s%s%s]\n", fl, r->metavar, r->help, en,
-            r->required ? ", required" : "", r->def ? ", default " : "", r->def ? r->def : "",
+    fprintf(f, "  %s %s\n      %s\n      [%s%s%s%s%s]\n", fl, r->metavar, r->help, en,
+            r->def ? ", default " : "", r->def ? r->def : "",
             *range ? ", " : "", range);
   }
   fprintf(f, "  --help\n      Print this help.\n");
@@ -525,8 +517,8 @@ void cfg_write_example(FILE *f) {
     const cfg_row *r = &settings[i];
     char fl[64], en[64], range[96];
     row_texts(r, fl, en, range);
-    fprintf(f, "\n# %s\n# flag %s, env %s%s%s%s\n#%s =%s%s\n", r->help, fl, en,
-            *range ? "; " : "", range, r->required ? "; required" : "", r->name,
+    fprintf(f, "\n# %s\n# flag %s, env %s%s%s\n#%s =%s%s\n", r->help, fl, en,
+            *range ? "; " : "", range, r->name,
             r->def ? " " : "", r->def ? r->def : "");
   }
 }

@@ -74,4 +74,15 @@ FILE *cli_open_output(const char *path, char **tmp_path);
 int cli_write_png(FILE *f, const char *tmp, const char *out, const uint8_t *rgb, int width,
                   int height, const api_png_text *text, int ntext, int *closed);
 
+/* ---- the bundled demo model ----------------------------------------------------------- */
+
+/* Folder of the bundled demo model: the source tree's models/demo for a binary run from its
+ * build tree, else the installed copy (DATADIR/sdserve/models/demo). NULL when neither holds
+ * a model; *tried (may be NULL) then names the folder looked for. */
+const char *cli_default_model(const char **tried);
+
+/* "<model>/controlnet" (malloc'ed) when the model is a folder with a ControlNet beside it in
+ * that subfolder (the demo model's layout), else NULL. */
+char *cli_model_controlnet(const char *model);
+
 #endif

@@ -21,12 +21,13 @@
 #include "sd.h"
 
 static const char gen_usage[] =
-    "usage: sdserve generate --model PATH --prompt TEXT -o OUT.png [options]\n"
+    "usage: sdserve generate [--model PATH] --prompt TEXT -o OUT.png [options]\n"
     "\n"
     "Generate one image from a text prompt and write it as PNG (with an A1111 'parameters'\n"
     "text chunk describing how it was made).\n"
     "\n"
-    "  --model PATH            diffusers folder or single .safetensors checkpoint (required)\n"
+    "  --model PATH            diffusers folder or single .safetensors checkpoint (default:\n"
+    "                          the bundled demo model, 128x128 coloured shapes)\n"
     "  --prompt TEXT           what to draw (required; may be \"\")\n"
     "  --negative-prompt TEXT  what to steer away from (default \"\")\n"
     "  --seed N                0..18446744073709551615, or -1 for random (default 0)\n"
@@ -40,6 +41,7 @@ static const char gen_usage[] =
     "                          of 8; converted to RGB as Pillow's convert(\"RGB\") does)\n"
     "  --strength X            image-to-image: how much to change it, 0..1 (default 0.75)\n"
     "  --controlnet PATH       ControlNet (diffusers folder or .safetensors) to guide with\n"
+    "                          (default with --control-image: the model's controlnet/)\n"
     "  --control-image PNG     its control image (e.g. a Canny edge map; resized to the output\n"
     "                          size when different)\n"
     "  --control-scale X       conditioning scale (default 1)\n"
@@ -126,6 +128,7 @@ static void sampler_list(char *buf, size_t cap) {
 
 typedef struct gen_args {
   const char *model, *out, *tokenizer, *init_path, *cn_path, *cn_image_path;
+  char *cn_default;      /* the model's controlnet/ when --controlnet is not given */
   int seed_random, verbose, have_strength;
   sd_request rq;
   api_png_image init;    /* the decoded --init-image */
@@ -205,8 +208,12 @@ static int parse_args(int argc, char **argv, gen_args *a, int *done) {
     return CLI_EXIT_USAGE;
   }
   if (!a->model) {
-    cli_error("generate: --model PATH is required (a diffusers folder or a .safetensors file)");
-    return CLI_EXIT_USAGE;
+    const char *tried;
+    if (!(a->model = cli_default_model(&tried))) {
+      cli_error("generate: no --model PATH given and the bundled demo model is not at %s",
+                tried);
+      return CLI_EXIT_USAGE;
+    }
   }
   if (!have_prompt) {
     cli_error("generate: --prompt TEXT is required (use --prompt \"\" for an empty prompt)");
@@ -220,8 +227,13 @@ static int parse_args(int argc, char **argv, gen_args *a, int *done) {
     cli_error("generate: --strength only applies with --init-image");
     return CLI_EXIT_USAGE;
   }
-  if (!a->cn_path != !a->cn_image_path) {
-    cli_error("generate: --controlnet and --control-image go together");
+  if (a->cn_image_path && !a->cn_path &&
+      !(a->cn_path = a->cn_default = cli_model_controlnet(a->model))) {
+    cli_error("generate: --control-image needs --controlnet (the model has no controlnet/)");
+    return CLI_EXIT_USAGE;
+  }
+  if (a->cn_path && !a->cn_image_path) {
+    cli_error("generate: --controlnet needs --control-image");
     return CLI_EXIT_USAGE;
   }
   if (a->canny && !a->cn_path) {
@@ -318,7 +330,10 @@ int cli_generate(int argc, char **argv) {
   sd_request_init(&a.rq);
   sd_control_unit_init(&a.unit);
   int done, rc = parse_args(argc, argv, &a, &done);
-  if (done) return rc;
+  if (done) {
+    free(a.cn_default);
+    return rc;
+  }
 
   char err[SD_ERRMSG_MAX], *tmp = NULL, *info = NULL;
   sd_model *m = NULL;
@@ -393,6 +408,7 @@ out_free:
   api_png_image_free(&a.cn_img);
   free(a.cn_edges);
   sd_controlnet_destroy(a.cn);
+  free(a.cn_default);
   if (img.rgb) sd_image_free(&img);
   sd_model_destroy(m);
   return rc;

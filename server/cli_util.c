@@ -195,3 +195,51 @@ int cli_write_png(FILE *f, const char *tmp, const char *out, const uint8_t *rgb,
   }
   return 0;
 }
+
+/* ---- the bundled demo model ------------------------------------------------------------- */
+
+#ifndef SDSERVE_BUILD_ROOT
+#define SDSERVE_BUILD_ROOT ""
+#endif
+#ifndef SDSERVE_DEMO_SOURCE
+#define SDSERVE_DEMO_SOURCE ""
+#endif
+#ifndef SDSERVE_DEMO_INSTALLED
+#define SDSERVE_DEMO_INSTALLED ""
+#endif
+
+static int is_file(const char *dir, const char *name) {
+  char path[4096];
+  struct stat st;
+  if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path) return 0;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Whether this executable lives under the meson build tree it was built in. */
+static int run_from_build_tree(void) {
+  static const char root[] = SDSERVE_BUILD_ROOT;
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0 || sizeof root <= 1) return 0;
+  exe[n] = '\0';
+  size_t len = sizeof root - 1;
+  return strncmp(exe, root, len) == 0 && exe[len] == '/';
+}
+
+const char *cli_default_model(const char **tried) {
+  const char *dir = run_from_build_tree() ? SDSERVE_DEMO_SOURCE : SDSERVE_DEMO_INSTALLED;
+  if (tried) *tried = dir;
+  return dir[0] && is_file(dir, "model_index.json") ? dir : NULL;
+}
+
+char *cli_model_controlnet(const char *model) {
+  struct stat st;
+  if (stat(model, &st) != 0 || !S_ISDIR(st.st_mode)) return NULL;
+  size_t n = strlen(model) + sizeof "/controlnet";
+  char *dir = malloc(n);
+  if (!dir) return NULL;
+  snprintf(dir, n, "%s/controlnet", model);
+  if (is_file(dir, "config.json")) return dir;
+  free(dir);
+  return NULL;
+}

@@ -109,6 +109,26 @@ static void on_engine_log(void *user, sd_log_level level, const char *msg) {
           "engine: %s", msg);
 }
 
+/* Load the ControlNets at paths[0..s->n_nets-1]. 0, or -1 after logging why. */
+static int load_controlnets(srv_server *s, char *const *paths, const sd_load_options *lo) {
+  char err[SD_ERRMSG_MAX];
+  if (s->n_nets) {
+    s->nets = calloc((size_t)s->n_nets, sizeof *s->nets);
+    s->net_refs = calloc((size_t)s->n_nets, sizeof *s->net_refs);
+    if (!s->nets || !s->net_refs) return -1;
+  }
+  for (int i = 0; i < s->n_nets; i++) {
+    if (sd_controlnet_load(paths[i], lo, &s->nets[i], err) != SD_OK) {
+      srv_log(SRV_ERROR, "%s", err);
+      return -1;
+    }
+    s->net_refs[i].net = s->nets[i];
+    s->net_refs[i].name = api_model_label(paths[i]);
+    if (!s->net_refs[i].name) return -1;
+  }
+  return 0;
+}
+
 /* Load the model and ControlNets named by the config. 0, or -1 after logging why. */
 static int load_models(srv_server *s) {
   char err[SD_ERRMSG_MAX];
@@ -122,21 +142,13 @@ static int load_models(srv_server *s) {
     return -1;
   }
   sd_model_get_info(s->model, &s->info);
-  s->n_nets = s->cfg.n_controlnets;
-  if (s->n_nets) {
-    s->nets = calloc((size_t)s->n_nets, sizeof *s->nets);
-    s->net_refs = calloc((size_t)s->n_nets, sizeof *s->net_refs);
-    if (!s->nets || !s->net_refs) return -1;
-  }
-  for (int i = 0; i < s->n_nets; i++) {
-    if (sd_controlnet_load(s->cfg.controlnets[i], &lo, &s->nets[i], err) != SD_OK) {
-      srv_log(SRV_ERROR, "%s", err);
-      return -1;
-    }
-    s->net_refs[i].net = s->nets[i];
-    s->net_refs[i].name = api_model_label(s->cfg.controlnets[i]);
-    if (!s->net_refs[i].name) return -1;
-  }
+  /* No ControlNet configured: the model's own controlnet/ folder, when it has one. */
+  char *own = s->cfg.n_controlnets ? NULL : cli_model_controlnet(s->cfg.model);
+  char *const *paths = own ? &own : s->cfg.controlnets;
+  s->n_nets = own ? 1 : s->cfg.n_controlnets;
+  int rc = load_controlnets(s, paths, &lo);
+  free(own);
+  if (rc) return -1;
   srv_log(SRV_INFO, "loaded model %s (%dx%d native) and %d ControlNet(s) in %.2f s",
           s->info.name, s->info.native_width, s->info.native_height, s->n_nets,
           srv_now() - t0);
@@ -185,9 +197,14 @@ int cli_serve(int argc, char **argv) {
     goto out_free;
   }
   if (!s->cfg.model) {
-    cli_error("serve: --model PATH is required");
-    rc = CLI_EXIT_USAGE;
-    goto out_free;
+    const char *tried, *demo = cli_default_model(&tried);
+    if (!demo) {
+      cli_error("serve: no --model PATH (or SDSERVE_MODEL) given and the bundled demo model "
+                "is not at %s", tried);
+      rc = CLI_EXIT_USAGE;
+      goto out_free;
+    }
+    if (!(s->cfg.model = strdup(demo))) goto out_free;
   }
   srv_log_set_level(srv_level_parse(s->cfg.log_level));
   signal(SIGPIPE, SIG_IGN);

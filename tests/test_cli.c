@@ -145,7 +145,9 @@ static void test_usage_errors(void) {
   EXPECT_FAIL(2, "generate", "--model", m, "--prompt", "x", "-o", out, "--width", "8192");
   EXPECT_FAIL(2, "generate", "--model", m, "--prompt", "x", "-o", out, "--cfg-scale", "nan");
   EXPECT_FAIL(2, "generate", "--model", m, "--prompt", "x", "-o", out, "--cfg-scale", "1e999");
-  EXPECT_FAIL(2, "generate", "--prompt", "x", "-o", out);
+  /* --control-image alone takes the model's controlnet/ folder; this one has none */
+  EXPECT_FAIL(2, "generate", "--model", "/nonexistent-model", "--prompt", "x", "-o", out,
+              "--control-image", out);
   EXPECT_FAIL(2, "generate", "--model", m, "--prompt", "x");
   EXPECT_FAIL(2, "tokenize", "text");
   EXPECT_FAIL(2, "generate", "--model", m, "--prompt", "x", "-o", out, "--controlnet", m);

@@ -171,11 +171,14 @@ static void test_bounds_and_bad_values(void) {
                  "--max-body-bytes", "99999999999G", NULL, NULL);
   CHECK_LOAD_ERR("SDSERVE_MAX_BODY_BYTES: 512 is below the minimum 1024", 0, "--model", "m",
                  NULL, "SDSERVE_MAX_BODY_BYTES=512", NULL);
-  CHECK_LOAD_ERR("--model: is required", 1, NULL, NULL);
   CHECK_LOAD_ERR("stray: unexpected argument", 1, "--model", "m", "stray", NULL, NULL);
 
   cfg_settings s;
   char err[256];
+  /* No model anywhere is fine here: serve then takes the bundled demo model. */
+  CHECK_INT(load(&s, err, NULL, NULL, NULL), 0);
+  CHECK(s.model == NULL);
+  cfg_settings_free(&s);
   CHECK_INT(load(&s, err, NULL, "--model", "m", "--max-body-bytes", "1k", NULL,
                  "SDSERVE_MAX_PIXELS=4096", NULL), 0);
   CHECK_INT(s.max_body_bytes, 1024);
