@@ -1,11 +1,12 @@
 """Prompt adherence of generated images, measured the simple way the issue asks for.
 
 `classify(img)` reads an RGB image of one shape on a background: the background colour is the
-commonest colour name along the border, the foreground is every pixel whose nearest colour name is not
-the background's, its colour is the commonest name among those pixels, and its shape (after a 3x3 opening that
-drops speckles) comes from two measures of the foreground mask: extent (area / bounding-box area: square ~1, circle ~0.79,
-triangle ~0.5, star ~0.4) and solidity (area / convex-hull area: the star's is ~0.6, the other
-shapes' ~1). `adherence()` generates images for single-shape captions of the training grammar
+commonest colour name along the border; the foreground is the largest connected region of pixels
+whose nearest colour name is not the background's (after a 3x3 opening that drops speckles: stray
+blobs are not the shape); its colour is the commonest name inside it (its rim, blended with the
+background, left out), and its shape comes from two measures of the region: extent
+(area / bounding-box area: square ~1, circle ~0.79, triangle ~0.5, star ~0.4) and solidity
+(area / convex-hull area: the star's is ~0.6, the other shapes' ~1). `adherence()` generates images for single-shape captions of the training grammar
 with fixed seeds (train/sample.py) and reports the fractions right. A reference for the C
 engine's adherence tests and for judging a training run; not a general shape recogniser.
 """
@@ -57,6 +58,31 @@ def _open(m):
     return _shift_all(_shift_all(m, np.logical_and, True), np.logical_or, False)
 
 
+def _largest_component(m):
+    """The largest 8-connected component of the mask m (stray blobs of sampling or decoder
+    artefacts are not the shape)."""
+    h, w = m.shape
+    label = np.zeros((h, w), np.int32)
+    best, best_n, cur = 0, 0, 0
+    for y0, x0 in zip(*np.nonzero(m)):
+        if label[y0, x0]:
+            continue
+        cur += 1
+        label[y0, x0] = cur
+        stack, n = [(y0, x0)], 0
+        while stack:
+            y, x = stack.pop()
+            n += 1
+            for yy in range(max(y - 1, 0), min(y + 2, h)):
+                for xx in range(max(x - 1, 0), min(x + 2, w)):
+                    if m[yy, xx] and not label[yy, xx]:
+                        label[yy, xx] = cur
+                        stack.append((yy, xx))
+        if n > best_n:
+            best, best_n = cur, n
+    return label == best
+
+
 def classify(img):
     """RGB uint8 (H, W, 3) -> dict(bg, colour, shape, extent, solidity); colour/shape None
     when no foreground is found."""
@@ -67,7 +93,11 @@ def classify(img):
     out = dict(bg=_NAMES[bg], colour=None, shape=None, extent=0.0, solidity=0.0)
     if far.sum() < 12:
         return out
-    out["colour"] = _NAMES[np.bincount(colour_names(img[far]), minlength=len(_NAMES)).argmax()]
+    far = _largest_component(far)
+    # The colour from the shape's inside: its anti-aliased rim blends into the background.
+    inner = _shift_all(far, np.logical_and, True)
+    pick = inner if inner.sum() >= 4 else far
+    out["colour"] = _NAMES[np.bincount(colour_names(img[pick]), minlength=len(_NAMES)).argmax()]
     ys, xs = np.nonzero(far)
     area = float(far.sum())
     # Corner pixels of each mask pixel, so the hull covers the pixels' full area.

@@ -6,7 +6,8 @@ golden tiny-vocabulary cases exactly; our PyTorch architectures, loaded with the
 and tiny-ldm-vq weights, reproduce diffusers' golden tensors and images (GOLDEN.md tolerances);
 a few training steps of every stage run, resume to the same weights, plot the ControlNet curve
 and export a diffusers folder; and the C engine (`sdserve`, given by --sdserve or $SDSERVE)
-loads that export and draws the same PNG as train/sample.py, with and without the ControlNet.
+loads that export and draws the same PNG as train/sample.py, with and without the ControlNet;
+so does the shipped models/demo at 128x128, 20 steps.
 Exit 77 (skip) when torch is not importable.
 """
 import json
@@ -17,7 +18,8 @@ import tempfile
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.path.join(HERE, "..", "tests", "data")
+ROOT = os.path.dirname(HERE)
+DATA = os.path.join(ROOT, "tests", "data")
 sys.path.insert(0, HERE)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -119,6 +121,20 @@ class TestShapeMeasure(unittest.TestCase):
         for k, v in ok.items():
             self.assertGreaterEqual(v / len(caps), 0.98, k)
 
+    def test_classify_ignores_stray_blobs(self):
+        # A large shape plus a 5x5 blob of another colour in the corner farthest from it:
+        # still the shape's colour and shape (all foreground pixels together would not be).
+        for cap, sc in evaluate.single_shape_captions(40):
+            s = sc["shapes"][0]
+            if s["size_word"] != "large":
+                continue
+            img = data.render(sc, 128)
+            other = next(n for n in data.COLOURS if n not in (sc["bg"], s["colour"]))
+            y = 2 if s["cy"] > 0.5 else 121
+            x = 2 if s["cx"] > 0.5 else 121
+            img[y:y + 5, x:x + 5] = data.COLOURS[other]
+            self.assertEqual(evaluate.score(img, sc), dict(colour=True, shape=True, bg=True), cap)
+
 
 class TestTokenizer(unittest.TestCase):
     def test_layout_and_words(self):
@@ -205,7 +221,7 @@ class TestArchitecturesMatchDiffusers(unittest.TestCase):
 
 
 TINY = ["--quiet", "--tiny", "--size", "64", "--threads", "1", "--ae-crop", "32", "--batch-ae", "4",
-        "--batch-unet", "8", "--batch-cn", "4", "--cache", "64", "--disc-start", "2",
+        "--batch-unet", "8", "--batch-cn", "4", "--batch-dec", "2", "--cache", "64", "--disc-start", "2",
         "--eval-every", "3", "--eval-images", "2", "--adherence-images", "2", "--log-every", "1", "--lr-cn", "3e-3"]
 
 
@@ -215,9 +231,10 @@ class TestTraining(unittest.TestCase):
         cls.tmp = tempfile.TemporaryDirectory()
         cls.dir = cls.tmp.name
         cls.out = os.path.join(cls.dir, "demo")
-        # Full run: 6 AE steps (GAN from step 2), 6 UNet steps, 6 ControlNet steps.
+        # Full run: 6 AE steps (GAN from step 2), 6 decoder, 6 UNet, 6 ControlNet steps.
         train.main(TINY + ["--ckpt", os.path.join(cls.dir, "a"), "--out", cls.out,
-                           "--steps-ae", "6", "--steps-unet", "6", "--steps-cn", "6"])
+                           "--steps-ae", "6", "--steps-dec", "6", "--steps-unet", "6",
+                           "--steps-cn", "6"])
 
     @classmethod
     def tearDownClass(cls):
@@ -226,7 +243,7 @@ class TestTraining(unittest.TestCase):
     def test_log_and_curve(self):
         with open(os.path.join(self.dir, "a", "log.jsonl")) as f:
             recs = [json.loads(l) for l in f]
-        for stage in ("ae", "unet", "controlnet"):
+        for stage in ("ae", "dec", "unet", "controlnet"):
             done = [r for r in recs if r["stage"] == stage and r.get("done")]
             self.assertEqual(len(done), 1, stage)
             self.assertEqual(done[0]["step"], 6, stage)
@@ -242,6 +259,17 @@ class TestTraining(unittest.TestCase):
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
         with Image.open(os.path.join(self.dir, "a", "controlnet_curve.png")) as im:
             self.assertEqual(im.size, (640, 400))
+
+    def test_decoder_stage_keeps_latent_space(self):
+        # The decoder fine-tune changes the decoder only: encoder, quant_conv and codebook
+        # (what the UNet's latents are made of) are the autoencoder stage's, bit for bit.
+        ae = torch.load(os.path.join(self.dir, "a", "ae.pt"))["vae"]
+        dec = torch.load(os.path.join(self.dir, "a", "dec.pt"))["vae"]
+        self.assertEqual(set(ae), set(dec))
+        for k in ae:
+            if not k.startswith(("decoder.", "post_quant_conv.")):
+                self.assertTrue(torch.equal(ae[k], dec[k]), k)
+        self.assertFalse(all(torch.equal(ae[k], dec[k]) for k in ae if k.startswith("decoder.")))
 
     def test_resume_gives_same_weights(self):
         # 3 AE steps, stop, resume to 6: the same weights as 6 steps in one go.
@@ -279,36 +307,55 @@ class TestTraining(unittest.TestCase):
         cn = st_io.load(os.path.join(self.out, "controlnet", "diffusion_pytorch_model.safetensors"))
         self.assertGreater(np.abs(cn["controlnet_mid_block.weight"]).max(), 0)  # trained
 
-    def _engine(self, out_png, *extra):
-        r = subprocess.run([SDSERVE, "generate", "--model", self.out, "--prompt",
-                            "a small red circle on a blue background", "--sampler", "ddim",
-                            "--steps", "8", "--cfg-scale", "5", "--seed", "9", "--width", "64",
-                            "--height", "64", "--threads", "1", "-o", out_png, *extra],
-                           capture_output=True, text=True, timeout=120)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        return np.array(Image.open(out_png).convert("RGB"))
-
     @unittest.skipUnless(SDSERVE, "no --sdserve / $SDSERVE given")
     def test_engine_parity(self):
-        parts = export.load_export(self.out)
-        c_img = self._engine(os.path.join(self.dir, "c.png"))
-        py_img = sample.generate(parts, "a small red circle on a blue background", "", 9, 8, 5.0,
-                                 64, 64)
-        ok, msg = png_close(c_img, py_img)
-        print(f"\nparity text-to-image: {msg}", file=sys.stderr)
-        self.assertTrue(ok, "text-to-image: " + msg)
-        im, _, _ = data.example(5, 123, 64)
-        ctl = np.repeat(data.canny(im)[..., None], 3, 2)
-        ctl_png = os.path.join(self.dir, "control.png")
-        Image.fromarray(ctl).save(ctl_png)
-        c_cn = self._engine(os.path.join(self.dir, "c_cn.png"), "--controlnet",
-                            os.path.join(self.out, "controlnet"), "--control-image", ctl_png)
-        py_cn = sample.generate(parts, "a small red circle on a blue background", "", 9, 8, 5.0,
-                                64, 64, control=ctl)
-        ok, msg = png_close(c_cn, py_cn)
-        print(f"parity controlnet: {msg}", file=sys.stderr)
-        self.assertTrue(ok, "controlnet: " + msg)
-        self.assertFalse((py_cn == py_img).all(), "the ControlNet had no effect")
+        check_parity(self, self.out, self.dir, 8, 64, 5)
+
+PROMPT = "a small red circle on a blue background"
+
+
+def engine_image(model, out_png, steps, size, *extra):
+    """The C engine's image (DDIM, cfg 5, seed 9, one thread) as an RGB array."""
+    r = subprocess.run([SDSERVE, "generate", "--model", model, "--prompt", PROMPT, "--sampler",
+                        "ddim", "--steps", str(steps), "--cfg-scale", "5", "--seed", "9",
+                        "--width", str(size), "--height", str(size), "--threads", "1", "-o",
+                        out_png, *extra], capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise AssertionError(r.stderr)
+    return np.array(Image.open(out_png).convert("RGB"))
+
+
+def check_parity(tc, model, tmp, steps, size, control_seed):
+    """train/sample.py and the C engine draw the same image (GOLDEN.md's image tolerance) from
+    the export in `model`, without and with its ControlNet (which must change the image)."""
+    parts = export.load_export(model)
+    c_img = engine_image(model, os.path.join(tmp, "c.png"), steps, size)
+    py_img = sample.generate(parts, PROMPT, "", 9, steps, 5.0, size, size)
+    ok, msg = png_close(c_img, py_img)
+    print(f"\nparity text-to-image ({model}): {msg}", file=sys.stderr)
+    tc.assertTrue(ok, "text-to-image: " + msg)
+    im, _, _ = data.example(control_seed, 123, size)
+    ctl = np.repeat(data.canny(im)[..., None], 3, 2)
+    ctl_png = os.path.join(tmp, "control.png")
+    Image.fromarray(ctl).save(ctl_png)
+    c_cn = engine_image(model, os.path.join(tmp, "c_cn.png"), steps, size, "--controlnet",
+                        os.path.join(model, "controlnet"), "--control-image", ctl_png)
+    py_cn = sample.generate(parts, PROMPT, "", 9, steps, 5.0, size, size, control=ctl)
+    ok, msg = png_close(c_cn, py_cn)
+    print(f"parity controlnet ({model}): {msg}", file=sys.stderr)
+    tc.assertTrue(ok, "controlnet: " + msg)
+    tc.assertFalse((py_cn == py_img).all(), "the ControlNet had no effect")
+
+
+class DemoModelParity(unittest.TestCase):
+    """The shipped models/demo: PyTorch sampler and C engine agree at its native size."""
+
+    @unittest.skipUnless(SDSERVE, "no --sdserve / $SDSERVE given")
+    def test_demo_parity(self):
+        demo = os.path.join(ROOT, "models", "demo")
+        self.assertTrue(os.path.exists(os.path.join(demo, "model_index.json")), demo)
+        with tempfile.TemporaryDirectory() as tmp:
+            check_parity(self, demo, tmp, 20, 128, 777)
 
 
 if __name__ == "__main__":

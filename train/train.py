@@ -47,7 +47,9 @@ import plot  # noqa: E402
 import sample  # noqa: E402
 import tokenizer  # noqa: E402
 
-STAGES = ("ae", "unet", "controlnet")
+# Stage names; their index seeds each stage's generator. They run in the order ae, dec, unet,
+# controlnet (dec came later, so it is last here and the others keep their streams).
+STAGES = ("ae", "unet", "controlnet", "dec")
 HELD_OUT = 1_000_003  # data seed offset of the held-aside images (never trained on)
 
 
@@ -255,6 +257,55 @@ def latent_scale(run, vae, n=128):
     return float(1.0 / lat.std())
 
 
+# ---------------------------------------------------------------- stage 1b: decoder fine-tune
+
+
+def stage_decoder(run, vae):
+    """The decoder alone (post_quant_conv + decoder), fine-tuned on the cached latents at the
+    full image size with L1 + L2 reconstruction: the encoder and codebook stay as they are, so
+    the latent space the UNet learns does not change (SD's later VAE decoders were fine-tuned
+    the same way). The autoencoder stage trains on crops and leaves small shapes blurred and
+    their colours shifted; this sharpens them and removes the frame at the image border."""
+    a = run.a
+    params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
+    opt = torch.optim.Adam(params, lr=a.lr_dec)
+    st = run.load("dec") or dict(step=0, elapsed=0.0, done=False)
+    if "vae" in st:
+        vae.load_state_dict(st["vae"])
+        opt.load_state_dict(st["opt"])
+    if not st["done"]:
+        lat, _ = latent_cache(run, vae)
+        sf = vae.config["scaling_factor"]
+        vq = isinstance(vae, models.VQModel)
+        vae.train()
+
+        def step(i):
+            g = run.gen("dec", i)
+            idx = torch.randint(0, lat.shape[0], (a.batch_dec,), generator=g).tolist()
+            x = torch.from_numpy(np.stack([data.example(a.seed, k, a.size)[0] for k in idx])
+                                 .astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0)
+            z = lat[idx] / sf
+            with torch.no_grad():  # back onto the codebook (the cache is float16)
+                z = vae.quantize(z)[0] if vq else z
+            rec = vae.decoder(vae.post_quant_conv(z))
+            mse = F.mse_loss(rec, x)
+            loss = (x - rec).abs().mean() + mse
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return dict(rec=round(loss.item(), 5),
+                        psnr=round(float(10 * math.log10(4.0 / max(mse.item(), 1e-10))), 2))
+
+        def save():
+            run.save("dec", dict(st, vae=vae.state_dict(), opt=opt.state_dict()))
+
+        _loop(run, "dec", st, step, a.steps_dec, a.minutes_dec, save)
+        st["done"] = True
+        save()
+        run.log("dec", done=True, step=st["step"])
+    return vae.eval()
+
+
 # ---------------------------------------------------------------- stage 2: text encoder + UNet
 
 
@@ -320,7 +371,12 @@ def stage_unet(run, cfgs, tok, vae):
             eps = torch.randn(x0.shape, generator=g)
             at = ac[t].view(-1, 1, 1, 1)
             xt = at.sqrt() * x0 + (1 - at).sqrt() * eps
-            loss = F.mse_loss(unet(xt, t, text(ids)), eps)
+            pred = unet(xt, t, text(ids))
+            if a.loss_weight_cap > 0 and i >= a.loss_weight_from:  # still epsilon prediction
+                w = (1.0 / ac[t]).clamp(max=a.loss_weight_cap)
+                loss = (((pred - eps) ** 2).mean((1, 2, 3)) * w).mean()
+            else:
+                loss = F.mse_loss(pred, eps)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -447,18 +503,22 @@ def parse(argv=None):
     ap.add_argument("--ae", choices=("vq", "kl"), default="vq")
     ap.add_argument("--tiny", action="store_true", help="tiny model sizes (tests)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--stages", default=",".join(STAGES))
+    ap.add_argument("--stages", default="ae,dec,unet,controlnet")
     ap.add_argument("--minutes-ae", type=float, default=40)
+    ap.add_argument("--minutes-dec", type=float, default=20)
     ap.add_argument("--minutes-unet", type=float, default=95)
     ap.add_argument("--minutes-cn", type=float, default=30)
     ap.add_argument("--steps-ae", type=int, default=10 ** 9)
+    ap.add_argument("--steps-dec", type=int, default=10 ** 9)
     ap.add_argument("--steps-unet", type=int, default=10 ** 9)
     ap.add_argument("--steps-cn", type=int, default=10 ** 9)
     ap.add_argument("--batch-ae", type=int, default=8)
+    ap.add_argument("--batch-dec", type=int, default=8)
     ap.add_argument("--batch-unet", type=int, default=32)
     ap.add_argument("--batch-cn", type=int, default=16)
     ap.add_argument("--ae-crop", type=int, default=64, help="AE training crop (0 = full)")
     ap.add_argument("--lr-ae", type=float, default=2e-4)
+    ap.add_argument("--lr-dec", type=float, default=1e-4)
     ap.add_argument("--lr-unet", type=float, default=3e-4)
     ap.add_argument("--lr-cn", type=float, default=1e-4)
     ap.add_argument("--warmup", type=int, default=200)
@@ -467,6 +527,12 @@ def parse(argv=None):
     ap.add_argument("--disc-weight", type=float, default=0.5)
     ap.add_argument("--cache", type=int, default=16000, help="latent cache size (examples)")
     ap.add_argument("--caption-dropout", type=float, default=0.1)
+    ap.add_argument("--loss-weight-cap", type=float, default=0.0,
+                    help="UNet stage: 0 = plain epsilon MSE; C > 0 weights each example's "
+                    "epsilon MSE by min(1/alphas_cumprod[t], C) (1/alphas_cumprod is the weight "
+                    "that makes it the v-prediction loss)")
+    ap.add_argument("--loss-weight-from", type=int, default=0,
+                    help="UNet step from which --loss-weight-cap applies")
     ap.add_argument("--cn-caption-dropout", type=float, default=0.5)
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--eval-images", type=int, default=8)
@@ -488,6 +554,8 @@ def main(argv=None):
     cfgs = configs(a, len(tok.vocab))
     todo = a.stages.split(",")
     vae = stage_ae(run, cfgs)
+    if "dec" in todo:
+        vae = stage_decoder(run, vae)
     if "unet" not in todo and "controlnet" not in todo:
         return
     text, unet = stage_unet(run, cfgs, tok, vae)
