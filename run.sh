@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # run.sh: the one command that sets sdserve up and runs it, on a fresh Debian 12: install the
 # Debian packages it needs (only when missing, with sudo when not root), build it in build/
-# (release), and generate a first image with the tiny test model in tests/data/models/tiny-sd.
-# That model has random weights, so the image is coloured noise: it shows the whole pipeline
-# working, not a picture. Extra arguments go to `sdserve generate` (they override the
-# defaults below, e.g. ./run.sh --model path/to/model --prompt "a lighthouse" --width 512).
+# (release), and generate a first image with the bundled demo model (models/demo, the default
+# model: 128x128 coloured shapes on backgrounds, trained by train/). Extra arguments go to
+# `sdserve generate` (they override the defaults below, e.g. ./run.sh --prompt "a large green
+# star on a white background", or ./run.sh --model path/to/sd15 --prompt "a lighthouse"
+# --width 512 --height 512).
 set -euo pipefail
 cd "$(dirname "$0")"
 # shellcheck source=scripts/packages.sh
@@ -23,9 +24,8 @@ meson compile -C "$build"
 mkdir -p out
 outfile=out/first.png
 "$build/server/sdserve" generate \
-  --model tests/data/models/tiny-sd \
-  --prompt "a red circle on a white background" \
-  --seed 42 --steps 20 --sampler euler_a \
+  --prompt "a large red circle on a blue background" \
+  --seed 42 --steps 20 --cfg-scale 5 \
   -o "$outfile" "$@"
 for a in "$@"; do # an -o given by the caller wins; report that path instead
   if [ "${prev:-}" = "-o" ] || [ "${prev:-}" = "--output" ]; then outfile=$a; fi
@@ -33,7 +33,3 @@ for a in "$@"; do # an -o given by the caller wins; report that path instead
   prev=$a
 done
 echo "image: $(realpath "$outfile")"
-case " $* " in
-  *" --model"*) ;;
-  *) echo "(tiny random-weight test model: the image is coloured noise)" ;;
-esac

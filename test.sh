@@ -19,8 +19,8 @@ command -v npm >/dev/null || PACKAGES+=(npm)
 # installed (a machine's own Node.js, e.g. 20.x, is kept; npm is added above).
 PACKAGES+=(chromium)
 command -v node >/dev/null || PACKAGES+=(nodejs)
-# train/ (the demo model's training code): Debian's PyTorch and numpy for tests/test_train.
-PACKAGES+=(python3-torch python3-numpy)
+# train/ (the demo model's training code) and tests/demo: Debian's PyTorch, numpy, Pillow.
+PACKAGES+=(python3-torch python3-numpy python3-pil)
 ensure_packages test.sh "${PACKAGES[@]}"
 build=${SDSERVE_BUILD_DIR:-build} # override only to keep several build trees
 if [ ! -f "$build/meson-private/coredata.dat" ]; then
