@@ -549,7 +549,8 @@ def main(argv=None):
     a = parse(argv)
     torch.set_num_threads(a.threads)
     run = Run(a)
-    run.log("start", args=vars(a))
+    # paths relative to the working directory: logs are kept in the repository
+    run.log("start", args=dict(vars(a), ckpt=os.path.relpath(a.ckpt), out=os.path.relpath(a.out)))
     tok = get_tokenizer(run)
     cfgs = configs(a, len(tok.vocab))
     todo = a.stages.split(",")
@@ -562,7 +563,7 @@ def main(argv=None):
     cn = stage_controlnet(run, cfgs, tok, vae, text, unet) if "controlnet" in todo else None
     if not a.no_export:
         export.export(a.out, tok, text, unet, vae, cn)
-        run.log("export", out=os.path.abspath(a.out))
+        run.log("export", out=os.path.relpath(a.out))
 
 
 if __name__ == "__main__":
