@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "compvis.h"
 #include "controlnet.h"
@@ -190,16 +189,6 @@ void sd_controlnet_destroy(sd_controlnet *cn) {
   free(cn);
 }
 
-static int is_dir(const char *p) {
-  struct stat sb;
-  return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
-static int is_file(const char *p) {
-  struct stat sb;
-  return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
 static char *base_name(const char *path) {
   size_t n = strlen(path);
   while (n > 1 && path[n - 1] == '/') n--;
@@ -219,7 +208,7 @@ static sd_status open_folder(sd_controlnet *cn, const char *dir, sd_error *err) 
   sd_safetensors *f = NULL;
   char *cpath = sd__path_join(dir, "config.json");
   if (!cpath) return sd__err(err, SD_ERR_NOMEM, "out of memory");
-  if (!is_file(cpath)) {
+  if (!sd__is_file(cpath)) {
     st = sd__err(err, SD_ERR_MISSING, "%s: not a ControlNet folder (no config.json)", dir);
     goto out_free;
   }
@@ -233,7 +222,7 @@ static sd_status open_folder(sd_controlnet *cn, const char *dir, sd_error *err) 
       st = sd__err(err, SD_ERR_NOMEM, "out of memory");
       goto out_free;
     }
-    if (is_file(wpath) && (st = sd__st_open(wpath, &f, err)) != SD_OK) goto out_free;
+    if (sd__is_file(wpath) && (st = sd__st_open(wpath, &f, err)) != SD_OK) goto out_free;
   }
   if (!f) {
     st = sd__err(err, SD_ERR_MISSING, "%s: no %s", dir, names[0]);
@@ -292,7 +281,7 @@ sd_status sd_controlnet_load(const char *path, const sd_load_options *opt, sd_co
                  path ? "out of memory" : "no path");
     goto out_destroy;
   }
-  st = is_dir(path) ? open_folder(cn, path, &err) : open_file(cn, path, &err);
+  st = sd__is_dir(path) ? open_folder(cn, path, &err) : open_file(cn, path, &err);
   if (st != SD_OK) goto out_destroy;
   sd__wsrc_set_label(cn->src, "controlnet");
   if (opt) sd__wsrc_set_threads(cn->src, opt->threads);

@@ -41,11 +41,6 @@ static sd_status wrap(sd_error *err, const sd_error *local, const char *path) {
   return sd__err(err, local->status, "%s", local->msg);
 }
 
-static int is_file(const char *p) {
-  struct stat sb;
-  return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
 static int ends_with(const char *s, const char *suffix) {
   size_t a = strlen(s), b = strlen(suffix);
   if (a < b) return 0;
@@ -112,7 +107,7 @@ static sd_status open_config(const char *dir, const char *rel, sd_json **j, char
                              sd_error *err) {
   *path = join(dir, rel, err);
   if (!*path) return SD_ERR_NOMEM;
-  if (!is_file(*path))
+  if (!sd__is_file(*path))
     return sd__err(err, SD_ERR_MISSING, "%s is missing", *path);
   return read_json(*path, j, err);
 }
@@ -133,7 +128,7 @@ static sd_status load_folder(sd_model *m, const char *dir, const sd_load_options
 
   char *index = join(dir, "model_index.json", err);
   if (!index) return SD_ERR_NOMEM;
-  if (!is_file(index)) {
+  if (!sd__is_file(index)) {
     st = sd__err(err, SD_ERR_MISSING,
                  "%s: not a diffusers model folder (no model_index.json) and not a .safetensors "
                  "file", dir);
@@ -192,7 +187,7 @@ static sd_status load_folder(sd_model *m, const char *dir, const sd_load_options
     st = SD_ERR_NOMEM;
     goto out;
   }
-  if (is_file(path)) {
+  if (sd__is_file(path)) {
     if ((st = read_json(path, &j, err)) != SD_OK) goto out;
     sd__sched_config_from_json(j, &m->sched, &local);
     if ((st = wrap(err, &local, path)) != SD_OK) goto out;
@@ -280,7 +275,7 @@ static sd_status load_single(sd_model *m, const char *path, const sd_load_option
   char *tdir = dir ? sd__path_join(dir, "tokenizer") : NULL;
   char *vocab = tdir ? sd__path_join(tdir, "vocab.json") : NULL;
   if (!vocab) st = sd__err(err, SD_ERR_NOMEM, "out of memory");
-  else if (!is_file(vocab))
+  else if (!sd__is_file(vocab))
     st = sd__err(err, SD_ERR_MISSING,
                  "%s: a single-file checkpoint carries no tokenizer and there is no %s beside "
                  "it; pass --tokenizer DIR (a folder with vocab.json and merges.txt)",

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -242,4 +243,14 @@ const float *sd__wsrc_getf(sd__wsrc *src, sd_error *err, int ndim, int64_t *shap
     return NULL;
   }
   return sd__wsrc_get(src, name, ndim, shape, err);
+}
+
+int sd__is_file(const char *path) {
+  struct stat sb;
+  return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+int sd__is_dir(const char *path) {
+  struct stat sb;
+  return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }

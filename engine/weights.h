@@ -56,4 +56,9 @@ const char *sd__wsrc_label(const sd__wsrc *src);
 /* The file behind the source. */
 const sd_safetensors *sd__wsrc_file(const sd__wsrc *src);
 
+/* Whether path names a regular file / a directory (following links), for the loaders that
+ * tell a single weights file from a model folder. */
+int sd__is_file(const char *path);
+int sd__is_dir(const char *path);
+
 #endif
