@@ -134,10 +134,15 @@ def caption(seed, i):
 
 
 def batch(seed, start, n, size=128, with_canny=False):
-    """Examples start..start+n-1 as float32 NCHW in [-1, 1], captions, and (optionally) the
+    """Examples start..start+n-1 (see batch_of)."""
+    return batch_of(seed, range(start, start + n), size, with_canny)
+
+
+def batch_of(seed, indices, size=128, with_canny=False):
+    """The examples at `indices` as float32 NCHW in [-1, 1], captions, and (optionally) the
     Canny control images as float32 NCHW in [0, 1] (edge map stacked 3 times)."""
     imgs, caps, ctl = [], [], []
-    for i in range(start, start + n):
+    for i in indices:
         im, cap, _ = example(seed, i, size)
         imgs.append(im)
         caps.append(cap)

@@ -282,8 +282,7 @@ def stage_decoder(run, vae):
         def step(i):
             g = run.gen("dec", i)
             idx = torch.randint(0, lat.shape[0], (a.batch_dec,), generator=g).tolist()
-            x = torch.from_numpy(np.stack([data.example(a.seed, k, a.size)[0] for k in idx])
-                                 .astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0)
+            x = torch.from_numpy(data.batch_of(a.seed, idx, a.size)[0])
             z = lat[idx] / sf
             with torch.no_grad():  # back onto the codebook (the cache is float16)
                 z = vae.quantize(z)[0] if vq else z
@@ -458,8 +457,7 @@ def stage_controlnet(run, cfgs, tok, vae, text, unet):
             # The UNet's cached latents; each example's Canny map is re-rendered (15 ms).
             idx = torch.randint(0, lat.shape[0], (a.batch_cn,), generator=g).tolist()
             x0 = lat[idx]
-            cond = np.stack([data.canny(data.example(a.seed, k, a.size)[0]) for k in idx])
-            cond = np.repeat(cond[:, None].astype(np.float32) / 255.0, 3, axis=1)
+            cond = data.batch_of(a.seed, idx, a.size, with_canny=True)[2]
             with torch.no_grad():
                 drop = torch.rand(a.batch_cn, generator=g) < a.cn_caption_dropout
                 ids = torch.tensor([empty if d else tok.sd_ids(caps[k])
