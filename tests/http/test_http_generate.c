@@ -86,6 +86,23 @@ static void check_vs_cli(const char *what, const char *json, const char *const *
   hc_response_free(&r);
 }
 
+/* check_vs_cli with the JSON body `fmt` (one %s) holding the file at `path` as base64. */
+static void check_vs_cli_with_file(const char *what, const char *fmt, const char *path,
+                                   const char *const *cli_args, const char *seed_text) {
+  size_t n;
+  unsigned char *bytes = ht_read_file(path, &n);
+  CHECK(bytes != NULL);
+  if (!bytes) return;
+  char *b64 = ht_base64(bytes, n);
+  size_t cap = strlen(fmt) + strlen(b64) + 1;
+  char *json = malloc(cap);
+  snprintf(json, cap, fmt, b64);
+  check_vs_cli(what, json, cli_args, seed_text);
+  free(json);
+  free(b64);
+  free(bytes);
+}
+
 static void test_vs_cli(void) {
   const char *cli1[] = {"--prompt", "a red circle", "--seed", "1234", "--steps", "3",
                         "--sampler", "euler_a", "--cfg-scale", "5", NULL};
@@ -105,79 +122,50 @@ static void test_vs_cli(void) {
   char init_path[512], ctl_path[512];
   snprintf(init_path, sizeof init_path, "%s/cases/g_img2img_ddim_blue_square/init.png",
            SD_TEST_DATA);
+  api_png_image init = {0};
+  char err[256];
+  CHECK(api_png_decode_file(init_path, NULL, &init, err) == SD_OK);
+  char w[16], h[16], fmt[512];
+  snprintf(w, sizeof w, "%d", init.width);
+  snprintf(h, sizeof h, "%d", init.height);
+  snprintf(fmt, sizeof fmt,
+           "{\"prompt\": \"a blue square\", \"seed\": 5, \"steps\": 4, \"sampler\": \"ddim\","
+           " \"init_image\": \"%%s\", \"strength\": 0.5, \"width\": %d, \"height\": %d}",
+           init.width, init.height);
+  api_png_image_free(&init);
+  const char *cli3[] = {"--prompt", "a blue square", "--seed", "5", "--steps", "4",
+                        "--sampler", "ddim", "--init-image", init_path, "--strength", "0.5",
+                        "--width", w, "--height", h, NULL};
+  check_vs_cli_with_file("img2img", fmt, init_path, cli3, "5");
+
+  /* ControlNet: the control image as a data: URL, no preprocessing. */
   snprintf(ctl_path, sizeof ctl_path, "%s/canny/blurred_shapes_64x64_canny_100_200.png",
            SD_TEST_DATA);
-  size_t n;
-  unsigned char *png = ht_read_file(init_path, &n);
-  CHECK(png != NULL);
-  if (png) {
-    api_png_image init = {0};
-    decode(png, n, &init);
-    char *b64 = ht_base64(png, n), w[16], h[16];
-    snprintf(w, sizeof w, "%d", init.width);
-    snprintf(h, sizeof h, "%d", init.height);
-    size_t cap = strlen(b64) + 512;
-    char *json = malloc(cap);
-    snprintf(json, cap,
-             "{\"prompt\": \"a blue square\", \"seed\": 5, \"steps\": 4, \"sampler\": \"ddim\","
-             " \"init_image\": \"%s\", \"strength\": 0.5, \"width\": %d, \"height\": %d}",
-             b64, init.width, init.height);
-    const char *cli3[] = {"--prompt", "a blue square", "--seed", "5", "--steps", "4",
-                          "--sampler", "ddim", "--init-image", init_path, "--strength", "0.5",
-                          "--width", w, "--height", h, NULL};
-    check_vs_cli("img2img", json, cli3, "5");
-    free(json);
-    free(b64);
-    api_png_image_free(&init);
-    free(png);
-  }
-  /* ControlNet: the control image as a data: URL, no preprocessing. */
-  png = ht_read_file(ctl_path, &n);
-  CHECK(png != NULL);
-  if (png) {
-    char *b64 = ht_base64(png, n);
-    size_t cap = strlen(b64) + 512;
-    char *json = malloc(cap);
-    snprintf(json, cap,
-             "{\"prompt\": \"shapes\", \"seed\": 9, \"steps\": 3, \"sampler\": \"euler\","
-             " \"control\": {\"image\": \"data:image/png;base64,%s\", \"scale\": 0.8,"
-             " \"start\": 0, \"end\": 1}}",
-             b64);
-    const char *cli4[] = {"--prompt", "shapes", "--seed", "9", "--steps", "3", "--sampler",
-                          "euler", "--controlnet", ht_controlnet_dir(), "--control-image",
-                          ctl_path, "--control-scale", "0.8", NULL};
-    check_vs_cli("controlnet", json, cli4, "9");
-    free(json);
-    free(b64);
-    free(png);
-  }
+  const char *cli4[] = {"--prompt", "shapes", "--seed", "9", "--steps", "3", "--sampler",
+                        "euler", "--controlnet", ht_controlnet_dir(), "--control-image",
+                        ctl_path, "--control-scale", "0.8", NULL};
+  check_vs_cli_with_file("controlnet",
+                         "{\"prompt\": \"shapes\", \"seed\": 9, \"steps\": 3,"
+                         " \"sampler\": \"euler\", \"control\": {\"image\":"
+                         " \"data:image/png;base64,%s\", \"scale\": 0.8, \"start\": 0, \"end\": 1}}",
+                         ctl_path, cli4, "9");
+
   /* Canny preprocessing in the server: the raw picture with thresholds 50/150 (not the
-     defaults, so ignored thresholds would show) must give
-     the image the CLI makes from the golden Canny output of that picture (test_canny shows
-     the engine reproduces it exactly). */
-  char raw_path[512];
+     defaults, so ignored thresholds would show) must give the image the CLI makes from the
+     golden Canny output of that picture (test_canny shows the engine reproduces it exactly). */
+  char raw_path[512], canny_path[512];
   snprintf(raw_path, sizeof raw_path, "%s/canny/blurred_shapes_64x64.png", SD_TEST_DATA);
-  snprintf(ctl_path, sizeof ctl_path, "%s/canny/blurred_shapes_64x64_canny_50_150.png",
+  snprintf(canny_path, sizeof canny_path, "%s/canny/blurred_shapes_64x64_canny_50_150.png",
            SD_TEST_DATA);
-  png = ht_read_file(raw_path, &n);
-  CHECK(png != NULL);
-  if (png) {
-    char *b64 = ht_base64(png, n);
-    size_t cap = strlen(b64) + 512;
-    char *json = malloc(cap);
-    snprintf(json, cap,
-             "{\"prompt\": \"shapes\", \"seed\": 9, \"steps\": 3, \"sampler\": \"euler\","
-             " \"control\": {\"image\": \"%s\", \"preprocess\": \"canny\","
-             " \"low_threshold\": 50, \"high_threshold\": 150, \"scale\": 0.8}}",
-             b64);
-    const char *cli5[] = {"--prompt", "shapes", "--seed", "9", "--steps", "3", "--sampler",
-                          "euler", "--controlnet", ht_controlnet_dir(), "--control-image",
-                          ctl_path, "--control-scale", "0.8", NULL};
-    check_vs_cli("controlnet + canny", json, cli5, "9");
-    free(json);
-    free(b64);
-    free(png);
-  }
+  const char *cli5[] = {"--prompt", "shapes", "--seed", "9", "--steps", "3", "--sampler",
+                        "euler", "--controlnet", ht_controlnet_dir(), "--control-image",
+                        canny_path, "--control-scale", "0.8", NULL};
+  check_vs_cli_with_file("controlnet + canny",
+                         "{\"prompt\": \"shapes\", \"seed\": 9, \"steps\": 3,"
+                         " \"sampler\": \"euler\", \"control\": {\"image\": \"%s\","
+                         " \"preprocess\": \"canny\", \"low_threshold\": 50,"
+                         " \"high_threshold\": 150, \"scale\": 0.8}}",
+                         raw_path, cli5, "9");
 }
 
 /* Reads SSE events from an open stream: queued first, progress 1..steps in order, then done
