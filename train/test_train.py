@@ -231,9 +231,11 @@ class TestTraining(unittest.TestCase):
         cls.tmp = tempfile.TemporaryDirectory()
         cls.dir = cls.tmp.name
         cls.out = os.path.join(cls.dir, "demo")
-        # Full run: 6 AE steps (GAN from step 2), 6 decoder, 6 UNet, 6 ControlNet steps.
+        # Full run: 6 AE steps (GAN from step 2), 6 decoder, 6 UNet (with the shipped model's
+        # loss weighting and offset noise), 6 ControlNet steps.
         train.main(TINY + ["--ckpt", os.path.join(cls.dir, "a"), "--out", cls.out,
                            "--steps-ae", "6", "--steps-dec", "6", "--steps-unet", "6",
+                           "--loss-weight-cap", "50", "--offset-noise", "0.25",
                            "--steps-cn", "6"])
 
     @classmethod

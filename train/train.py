@@ -368,6 +368,8 @@ def stage_unet(run, cfgs, tok, vae):
             ids[drop] = empty
             t = torch.randint(0, 1000, (a.batch_unet,), generator=g)
             eps = torch.randn(x0.shape, generator=g)
+            if a.offset_noise > 0:  # hide the image mean at high noise: only the caption tells it
+                eps = eps + a.offset_noise * torch.randn(x0.shape[:2] + (1, 1), generator=g)
             at = ac[t].view(-1, 1, 1, 1)
             xt = at.sqrt() * x0 + (1 - at).sqrt() * eps
             pred = unet(xt, t, text(ids))
@@ -531,6 +533,8 @@ def parse(argv=None):
                     "that makes it the v-prediction loss)")
     ap.add_argument("--loss-weight-from", type=int, default=0,
                     help="UNet step from which --loss-weight-cap applies")
+    ap.add_argument("--offset-noise", type=float, default=0.0,
+                    help="UNet: std of a per-channel constant added to the training noise")
     ap.add_argument("--cn-caption-dropout", type=float, default=0.5)
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--eval-images", type=int, default=8)
