@@ -103,6 +103,16 @@ static void check_vs_cli_with_file(const char *what, const char *fmt, const char
   free(bytes);
 }
 
+/* The ControlNet cases: the body `fmt` holding the file at `path` against the CLI given the
+ * edge map `map` ("shapes", seed 9, 3 euler steps, scale 0.8). */
+static void check_controlnet_vs_cli(const char *what, const char *fmt, const char *path,
+                                    const char *map) {
+  const char *cli[] = {"--prompt", "shapes", "--seed", "9", "--steps", "3", "--sampler",
+                       "euler", "--controlnet", ht_controlnet_dir(), "--control-image",
+                       map, "--control-scale", "0.8", NULL};
+  check_vs_cli_with_file(what, fmt, path, cli, "9");
+}
+
 static void test_vs_cli(void) {
   const char *cli1[] = {"--prompt", "a red circle", "--seed", "1234", "--steps", "3",
                         "--sampler", "euler_a", "--cfg-scale", "5", NULL};
@@ -141,14 +151,12 @@ static void test_vs_cli(void) {
   /* ControlNet: the control image as a data: URL, no preprocessing. */
   snprintf(ctl_path, sizeof ctl_path, "%s/canny/blurred_shapes_64x64_canny_100_200.png",
            SD_TEST_DATA);
-  const char *cli4[] = {"--prompt", "shapes", "--seed", "9", "--steps", "3", "--sampler",
-                        "euler", "--controlnet", ht_controlnet_dir(), "--control-image",
-                        ctl_path, "--control-scale", "0.8", NULL};
-  check_vs_cli_with_file("controlnet",
-                         "{\"prompt\": \"shapes\", \"seed\": 9, \"steps\": 3,"
-                         " \"sampler\": \"euler\", \"control\": {\"image\":"
-                         " \"data:image/png;base64,%s\", \"scale\": 0.8, \"start\": 0, \"end\": 1}}",
-                         ctl_path, cli4, "9");
+  check_controlnet_vs_cli("controlnet",
+                          "{\"prompt\": \"shapes\", \"seed\": 9, \"steps\": 3,"
+                          " \"sampler\": \"euler\", \"control\": {\"image\":"
+                          " \"data:image/png;base64,%s\", \"scale\": 0.8,"
+                          " \"start\": 0, \"end\": 1}}",
+                          ctl_path, ctl_path);
 
   /* Canny preprocessing in the server: the raw picture with thresholds 50/150 (not the
      defaults, so ignored thresholds would show) must give the image the CLI makes from the
@@ -157,15 +165,12 @@ static void test_vs_cli(void) {
   snprintf(raw_path, sizeof raw_path, "%s/canny/blurred_shapes_64x64.png", SD_TEST_DATA);
   snprintf(canny_path, sizeof canny_path, "%s/canny/blurred_shapes_64x64_canny_50_150.png",
            SD_TEST_DATA);
-  const char *cli5[] = {"--prompt", "shapes", "--seed", "9", "--steps", "3", "--sampler",
-                        "euler", "--controlnet", ht_controlnet_dir(), "--control-image",
-                        canny_path, "--control-scale", "0.8", NULL};
-  check_vs_cli_with_file("controlnet + canny",
-                         "{\"prompt\": \"shapes\", \"seed\": 9, \"steps\": 3,"
-                         " \"sampler\": \"euler\", \"control\": {\"image\": \"%s\","
-                         " \"preprocess\": \"canny\", \"low_threshold\": 50,"
-                         " \"high_threshold\": 150, \"scale\": 0.8}}",
-                         raw_path, cli5, "9");
+  check_controlnet_vs_cli("controlnet + canny",
+                          "{\"prompt\": \"shapes\", \"seed\": 9, \"steps\": 3,"
+                          " \"sampler\": \"euler\", \"control\": {\"image\": \"%s\","
+                          " \"preprocess\": \"canny\", \"low_threshold\": 50,"
+                          " \"high_threshold\": 150, \"scale\": 0.8}}",
+                          raw_path, canny_path);
 }
 
 /* Reads SSE events from an open stream: queued first, progress 1..steps in order, then done
