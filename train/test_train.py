@@ -12,6 +12,7 @@ Exit 77 (skip) when torch is not importable.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -220,9 +221,10 @@ class TestArchitecturesMatchDiffusers(unittest.TestCase):
             self.assertTrue(ok, f"{case}: {msg}")
 
 
-TINY = ["--quiet", "--tiny", "--size", "64", "--threads", "1", "--ae-crop", "32", "--batch-ae", "4",
-        "--batch-unet", "8", "--batch-cn", "4", "--batch-dec", "2", "--cache", "64", "--disc-start", "2",
-        "--eval-every", "3", "--eval-images", "2", "--adherence-images", "2", "--log-every", "1", "--lr-cn", "3e-3"]
+TINY = ["--quiet", "--tiny", "--size", "64", "--threads", "1", "--ae-crop", "32",
+        "--batch-ae", "4", "--batch-unet", "8", "--batch-cn", "4", "--batch-dec", "2",
+        "--batch-clip", "8", "--cache", "64", "--disc-start", "2", "--eval-every", "3",
+        "--eval-images", "2", "--adherence-images", "2", "--log-every", "1", "--lr-cn", "3e-3"]
 
 
 class TestTraining(unittest.TestCase):
@@ -231,10 +233,11 @@ class TestTraining(unittest.TestCase):
         cls.tmp = tempfile.TemporaryDirectory()
         cls.dir = cls.tmp.name
         cls.out = os.path.join(cls.dir, "demo")
-        # Full run: 6 AE steps (GAN from step 2), 6 decoder, 6 UNet (with the shipped model's
-        # loss weighting and offset noise), 6 ControlNet steps.
+        # Full run: 6 AE steps (GAN from step 2), 6 decoder, 6 CLIP, 6 UNet (with the shipped
+        # model's loss weighting and offset noise), 6 ControlNet steps.
         train.main(TINY + ["--ckpt", os.path.join(cls.dir, "a"), "--out", cls.out,
-                           "--steps-ae", "6", "--steps-dec", "6", "--steps-unet", "6",
+                           "--steps-ae", "6", "--steps-dec", "6", "--steps-clip", "6",
+                           "--steps-unet", "6",
                            "--loss-weight-cap", "50", "--offset-noise", "0.25",
                            "--steps-cn", "6"])
 
@@ -245,7 +248,7 @@ class TestTraining(unittest.TestCase):
     def test_log_and_curve(self):
         with open(os.path.join(self.dir, "a", "log.jsonl")) as f:
             recs = [json.loads(l) for l in f]
-        for stage in ("ae", "dec", "unet", "controlnet"):
+        for stage in ("ae", "dec", "clip", "unet", "controlnet"):
             done = [r for r in recs if r["stage"] == stage and r.get("done")]
             self.assertEqual(len(done), 1, stage)
             self.assertEqual(done[0]["step"], 6, stage)
@@ -253,6 +256,9 @@ class TestTraining(unittest.TestCase):
                       if r["stage"] == stage and "sec_per_step" in r]
             self.assertTrue(losses and all(np.isfinite(losses)), stage)
         self.assertTrue(any("g_adv" in r for r in recs if r["stage"] == "ae"))
+        zero_shot = [r for r in recs if r["stage"] == "clip" and "shape" in r]
+        self.assertEqual([r["step"] for r in zero_shot], [0, 3, 6])
+        self.assertTrue(all(0 <= r["shape"] <= 1 and 0 <= r["colour"] <= 1 for r in zero_shot))
         adh = [r for r in recs if "adherence_cfg" in r]
         self.assertEqual([r["adherence_cfg"] for r in adh], [1.0, 5.0])
         curve = [r for r in recs if r["stage"] == "controlnet" and "edge_f1" in r]
@@ -272,6 +278,41 @@ class TestTraining(unittest.TestCase):
             if not k.startswith(("decoder.", "post_quant_conv.")):
                 self.assertTrue(torch.equal(ae[k], dec[k]), k)
         self.assertFalse(all(torch.equal(ae[k], dec[k]) for k in ae if k.startswith("decoder.")))
+
+    def test_swap_shape_hard_negatives(self):
+        run = train.Run(train.parse(TINY + ["--ckpt", os.path.join(self.dir, "a")]))
+        tok = train.get_tokenizer(run)
+        shape_ids = torch.tensor([tok.encode(w)[0] for w in data.SHAPES])
+        caps = ["a red circle", "a small blue star on the left on a white background",
+                "a green square and a pink square",
+                "a triangle and a red circle on a cyan background"]
+        ids = torch.tensor([tok.sd_ids(c) for c in caps])
+        seen = set()
+        for k in range(20):
+            neg = train.swap_shape(ids, shape_ids, torch.Generator().manual_seed(k))
+            for row, cap in enumerate(caps):
+                diff = (neg[row] != ids[row]).nonzero().flatten().tolist()
+                self.assertEqual(len(diff), 1, cap)
+                self.assertIn(int(ids[row, diff[0]]), shape_ids.tolist())
+                self.assertIn(int(neg[row, diff[0]]), shape_ids.tolist())
+                seen.add((row, diff[0], int(neg[row, diff[0]])))
+        # both shape words of two-shape captions get swapped, to every other shape
+        self.assertEqual(len({(r, p) for r, p, _ in seen if r == 3}), 2)
+        self.assertEqual(len({w for r, p, w in seen if r == 0}), 3)
+
+    def test_unet_stage_starts_from_clip_text_encoder(self):
+        c = os.path.join(self.dir, "c")
+        os.makedirs(c)
+        for f in ("ae.pt", "dec.pt", "latents.pt", "clip.pt", "tokenizer"):
+            src = os.path.join(self.dir, "a", f)
+            (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(c, f))
+        train.main(TINY + ["--ckpt", c, "--steps-clip", "6", "--steps-unet", "0",
+                           "--stages", "ae,dec,clip,unet", "--no-export"])
+        pre = torch.load(os.path.join(c, "clip.pt"))["text"]
+        start = torch.load(os.path.join(c, "unet.pt"))["text"]
+        self.assertEqual(set(pre), set(start))
+        for k in pre:
+            self.assertTrue(torch.equal(pre[k], start[k]), k)
 
     def test_resume_gives_same_weights(self):
         # 3 AE steps, stop, resume to 6: the same weights as 6 steps in one go.

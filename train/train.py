@@ -4,6 +4,15 @@ Stages, in order (each resumable from <ckpt>/<stage>.pt, each with its own time 
   ae          the autoencoder: VQ-GAN (codebook + commitment + L1/L2 reconstruction + hinge
               patch-discriminator loss with the adaptive weight of Esser et al.), or KL (--ae kl);
               then the latent scaling factor 1/std(latents), as SD's 0.18215 was chosen.
+  dec         the decoder fine-tuned on its own (encoder, codebook: the latent space, kept).
+  clip        the text encoder pre-trained as CLIP is: a symmetric contrastive loss between its
+              pooled (end-of-text) output and a small image encoder's embedding of the cached
+              latents, with a learned temperature. Shape words barely change the pixels, so a
+              text encoder trained only through the UNet learns colours and backgrounds and
+              leaves "circle" next to "square" (measured); this gives every word its own
+              direction before the UNet starts. Each batch also holds every caption with one
+              shape word swapped, as negatives: the "circle" vs "square" difference is a
+              few corner pixels, which random negatives almost never test.
   unet        the CLIP-style text encoder trained jointly with the UNet (epsilon prediction,
               SD's scaled-linear schedule, 10% caption dropout for classifier-free guidance),
               on latents of the data set cached once; EMA weights are exported.
@@ -47,9 +56,10 @@ import plot  # noqa: E402
 import sample  # noqa: E402
 import tokenizer  # noqa: E402
 
-# Stage names; their index seeds each stage's generator. They run in the order ae, dec, unet,
-# controlnet (dec came later, so it is last here and the others keep their streams).
-STAGES = ("ae", "unet", "controlnet", "dec")
+# Stage names; their index seeds each stage's generator. They run in the order ae, dec, clip,
+# unet, controlnet (dec and clip came later, so they are last here and the others keep their
+# streams).
+STAGES = ("ae", "unet", "controlnet", "dec", "clip")
 HELD_OUT = 1_000_003  # data seed offset of the held-aside images (never trained on)
 
 
@@ -326,6 +336,139 @@ def latent_cache(run, vae):
     return torch.cat(c["lat"]).float(), c["caps"]
 
 
+class LatentEncoder(torch.nn.Module):
+    """The clip stage's image tower: scaled latents (B, 4, h, w) -> (B, dim). Training only.
+    No global pooling: captions name positions, so the layout must reach the embedding."""
+
+    def __init__(self, h, dim, ch=64):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(4, ch, 3, padding=1), torch.nn.SiLU(),
+            torch.nn.Conv2d(ch, 2 * ch, 3, stride=2, padding=1), torch.nn.SiLU(),
+            torch.nn.Conv2d(2 * ch, 2 * ch, 3, stride=2, padding=1), torch.nn.SiLU(),
+            torch.nn.Flatten(), torch.nn.Linear(2 * ch * (h // 4) ** 2, 4 * dim), torch.nn.SiLU(),
+            torch.nn.Linear(4 * dim, dim))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def text_pooled(text, ids, eos):
+    """CLIP's pooled text feature: the final hidden state at the (first) end-of-text token."""
+    h = text(ids)
+    return h[torch.arange(ids.shape[0]), (ids == eos).int().argmax(1)]
+
+
+def zero_shot(text, img_enc, proj, tok, lat, idx, seed):
+    """Fractions of single-shape examples idx whose image embedding picks the caption with the
+    right shape word among the 4 shapes, and the right colour among the 11 non-background ones."""
+    ok = dict(shape=0, colour=0)
+    n = 0
+    with torch.no_grad():
+        for i in idx:
+            sc = data._scene(np.random.default_rng([seed, int(i)]))
+            if len(sc["shapes"]) != 1:
+                continue
+            s, n = sc["shapes"][0], n + 1
+            z = F.normalize(img_enc(lat[i:i + 1]), dim=-1)
+            for key, opts, right in (
+                    ("shape", data.SHAPES, s["shape"]),
+                    ("colour", [c for c in data.COLOURS if c != sc["bg"]], s["colour"])):
+                caps = [sc["caption"].replace(f"{s['colour']} {s['shape']}",
+                                              f"{o} {s['shape']}" if key == "colour"
+                                              else f"{s['colour']} {o}") for o in opts]
+                ids = torch.tensor([tok.sd_ids(c) for c in caps])
+                zt = F.normalize(proj(text_pooled(text, ids, tok.eos)), dim=-1)
+                ok[key] += opts[int((zt @ z.T).argmax())] == right
+    return {k: round(v / max(n, 1), 3) for k, v in ok.items()}
+
+
+def swap_shape(ids, shape_ids, g):
+    """Hard negatives: each caption (token ids, one token per shape word) with one of its shape
+    words replaced by another shape (a caption differing from the image in that word alone)."""
+    is_shape = (ids[..., None] == shape_ids).any(-1)
+    # a random shape-word position per row (rows have one or two)
+    pos = (is_shape.float() * torch.rand(ids.shape, generator=g)).argmax(1)
+    rows = torch.arange(ids.shape[0])
+    k = (ids[rows, pos, None] == shape_ids).int().argmax(-1)
+    shift = torch.randint(1, len(shape_ids), (ids.shape[0],), generator=g)
+    out = ids.clone()
+    out[rows, pos] = shape_ids[(k + shift) % len(shape_ids)]
+    return out
+
+
+def stage_clip(run, cfgs, tok, vae):
+    """-> the pre-trained text encoder's state dict (see the module docstring)."""
+    a = run.a
+    torch.manual_seed(a.seed + 3)
+    text = models.CLIPTextModel(cfgs["text"])
+    dim = cfgs["text"]["hidden_size"]
+    img_enc = LatentEncoder(a.size // 8, dim)
+    proj = torch.nn.Linear(dim, dim, bias=False)  # CLIP's text_projection
+    logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    params = [*text.parameters(), *img_enc.parameters(), *proj.parameters(), logit_scale]
+    opt = torch.optim.AdamW(params, lr=a.lr_clip, weight_decay=0.1)
+    st = run.load("clip") or dict(step=0, elapsed=0.0, done=False)
+    if "text" in st:
+        text.load_state_dict(st["text"])
+        img_enc.load_state_dict(st["img"])
+        proj.load_state_dict(st["proj"])
+        with torch.no_grad():
+            logit_scale.copy_(st["logit_scale"])
+        opt.load_state_dict(st["opt"])
+    if not st["done"]:
+        lat, caps = latent_cache(run, vae)
+        hold = min(256, lat.shape[0] // 4)  # the cache's last examples: zero-shot evaluation
+        n_train = lat.shape[0] - hold
+        ids_all = torch.tensor([tok.sd_ids(c) for c in caps])
+        # The pooled feature sits at the first end-of-text token and attention is causal, so
+        # the padding after the longest caption's end changes nothing: drop it (3x faster).
+        ids_all = ids_all[:, :int((ids_all == tok.eos).int().argmax(1).max()) + 1]
+        shape_ids = torch.tensor([tok.encode(w)[0] for w in data.SHAPES])
+
+        def step(i):
+            g = run.gen("clip", i)
+            for pg in opt.param_groups:
+                pg["lr"] = a.lr_clip * min(1.0, (i + 1) / a.warmup)
+            idx = torch.randint(0, n_train, (a.batch_clip,), generator=g)
+            ids = ids_all[idx]
+            neg = swap_shape(ids, shape_ids, g) if a.clip_hard_negatives else ids[:0]
+            zi = F.normalize(img_enc(lat[idx]), dim=-1)
+            zt = F.normalize(proj(text_pooled(text, torch.cat([ids, neg]), tok.eos)), dim=-1)
+            # Identical captions in a batch are not negatives of each other.
+            same = (ids[:, None] == ids[None]).all(-1) & ~torch.eye(len(idx), dtype=torch.bool)
+            logits = logit_scale.clamp(max=math.log(100)).exp() * zi @ zt.T
+            logits[:, :len(idx)] = logits[:, :len(idx)].masked_fill(same, -1e4)
+            target = torch.arange(len(idx))
+            # image -> text over the batch's captions and the shape-swapped ones; text -> image
+            # over the batch's images
+            loss = (F.cross_entropy(logits, target)
+                    + F.cross_entropy(logits[:, :len(idx)].T, target)) / 2
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return dict(loss=round(loss.item(), 5))
+
+        def evaluate_(i):
+            text.eval()
+            res = zero_shot(text, img_enc, proj, tok, lat, range(n_train, lat.shape[0]), a.seed)
+            text.train()
+            run.log("clip", step=i, **res)
+
+        def save():
+            run.save("clip", dict(st, text=text.state_dict(), img=img_enc.state_dict(),
+                                  proj=proj.state_dict(), logit_scale=logit_scale.detach(),
+                                  opt=opt.state_dict()))
+
+        if st["step"] == 0:
+            evaluate_(0)
+        _loop(run, "clip", st, step, a.steps_clip, a.minutes_clip, save, evaluate_)
+        st["done"] = True
+        save()
+        run.log("clip", done=True, step=st["step"])
+    return st["text"] if "text" in st else text.state_dict()
+
+
 class EMA:
     def __init__(self, module, decay):
         self.decay = decay
@@ -338,11 +481,14 @@ class EMA:
             self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)
 
 
-def stage_unet(run, cfgs, tok, vae):
+def stage_unet(run, cfgs, tok, vae, text_init=None):
+    """text_init: the clip stage's text encoder (a fresh run starts from it)."""
     a = run.a
     torch.manual_seed(a.seed + 1)
     text = models.CLIPTextModel(cfgs["text"])
     unet = models.UNet2DConditionModel(cfgs["unet"])
+    if text_init is not None:
+        text.load_state_dict(text_init)
     params = list(text.parameters()) + list(unet.parameters())
     opt = torch.optim.AdamW(params, lr=a.lr_unet, weight_decay=0.01)
     ema_t, ema_u = EMA(text, a.ema), EMA(unet, a.ema)
@@ -503,9 +649,15 @@ def parse(argv=None):
     ap.add_argument("--ae", choices=("vq", "kl"), default="vq")
     ap.add_argument("--tiny", action="store_true", help="tiny model sizes (tests)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--stages", default="ae,dec,unet,controlnet")
+    ap.add_argument("--stages", default="ae,dec,clip,unet,controlnet")
     ap.add_argument("--minutes-ae", type=float, default=40)
     ap.add_argument("--minutes-dec", type=float, default=20)
+    ap.add_argument("--minutes-clip", type=float, default=10)
+    ap.add_argument("--steps-clip", type=int, default=10 ** 9)
+    ap.add_argument("--batch-clip", type=int, default=256)
+    ap.add_argument("--lr-clip", type=float, default=5e-4)
+    ap.add_argument("--clip-hard-negatives", type=int, default=1,
+                    help="1: add each caption with a shape word swapped as a negative text")
     ap.add_argument("--minutes-unet", type=float, default=95)
     ap.add_argument("--minutes-cn", type=float, default=30)
     ap.add_argument("--steps-ae", type=int, default=10 ** 9)
@@ -559,9 +711,10 @@ def main(argv=None):
     vae = stage_ae(run, cfgs)
     if "dec" in todo:
         vae = stage_decoder(run, vae)
+    text_init = stage_clip(run, cfgs, tok, vae) if "clip" in todo else None
     if "unet" not in todo and "controlnet" not in todo:
         return
-    text, unet = stage_unet(run, cfgs, tok, vae)
+    text, unet = stage_unet(run, cfgs, tok, vae, text_init)
     cn = stage_controlnet(run, cfgs, tok, vae, text, unet) if "controlnet" in todo else None
     if not a.no_export:
         export.export(a.out, tok, text, unet, vae, cn)
