@@ -469,6 +469,12 @@ def stage_clip(run, cfgs, tok, vae):
     return st["text"] if "text" in st else text.state_dict()
 
 
+def q_sample(ac, x0, t, eps):
+    """DDPM's forward process: sqrt(alphas_cumprod[t]) x0 + sqrt(1 - alphas_cumprod[t]) eps."""
+    at = ac[t].view(-1, 1, 1, 1)
+    return at.sqrt() * x0 + (1 - at).sqrt() * eps
+
+
 class EMA:
     def __init__(self, module, decay):
         self.decay = decay
@@ -516,8 +522,7 @@ def stage_unet(run, cfgs, tok, vae, text_init=None):
             eps = torch.randn(x0.shape, generator=g)
             if a.offset_noise > 0:  # hide the image mean at high noise: only the caption tells it
                 eps = eps + a.offset_noise * torch.randn(x0.shape[:2] + (1, 1), generator=g)
-            at = ac[t].view(-1, 1, 1, 1)
-            xt = at.sqrt() * x0 + (1 - at).sqrt() * eps
+            xt = q_sample(ac, x0, t, eps)
             pred = unet(xt, t, text(ids))
             if a.loss_weight_cap > 0 and i >= a.loss_weight_from:  # still epsilon prediction
                 w = (1.0 / ac[t]).clamp(max=a.loss_weight_cap)
@@ -613,8 +618,7 @@ def stage_controlnet(run, cfgs, tok, vae, text, unet):
                 ctx = text(ids)
             t = torch.randint(0, 1000, (a.batch_cn,), generator=g)
             eps = torch.randn(x0.shape, generator=g)
-            at = ac[t].view(-1, 1, 1, 1)
-            xt = at.sqrt() * x0 + (1 - at).sqrt() * eps
+            xt = q_sample(ac, x0, t, eps)
             down, mid = cn(xt, t, ctx, torch.from_numpy(cond))
             loss = F.mse_loss(unet(xt, t, ctx, down, mid), eps)
             opt.zero_grad()
