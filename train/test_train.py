@@ -233,12 +233,13 @@ class TestTraining(unittest.TestCase):
         cls.tmp = tempfile.TemporaryDirectory()
         cls.dir = cls.tmp.name
         cls.out = os.path.join(cls.dir, "demo")
-        # Full run: 6 AE steps (GAN from step 2), 6 decoder, 6 CLIP, 6 UNet (with the shipped
-        # model's loss weighting and offset noise), 6 ControlNet steps.
+        # Full run: 6 AE steps (GAN from step 2), 6 decoder, 6 CLIP, 6 UNet (loss weighting with
+        # the cap lowered from step 3, offset noise), 6 ControlNet steps.
         train.main(TINY + ["--ckpt", os.path.join(cls.dir, "a"), "--out", cls.out,
                            "--steps-ae", "6", "--steps-dec", "6", "--steps-clip", "6",
                            "--steps-unet", "6",
                            "--loss-weight-cap", "50", "--offset-noise", "0.25",
+                           "--loss-weight-cap-late", "8", "--loss-weight-late-from", "3",
                            "--steps-cn", "6"])
 
     @classmethod

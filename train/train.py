@@ -524,8 +524,11 @@ def stage_unet(run, cfgs, tok, vae, text_init=None):
                 eps = eps + a.offset_noise * torch.randn(x0.shape[:2] + (1, 1), generator=g)
             xt = q_sample(ac, x0, t, eps)
             pred = unet(xt, t, text(ids))
-            if a.loss_weight_cap > 0 and i >= a.loss_weight_from:  # still epsilon prediction
-                w = (1.0 / ac[t]).clamp(max=a.loss_weight_cap)
+            cap = a.loss_weight_cap
+            if a.loss_weight_cap_late > 0 and i >= a.loss_weight_late_from:
+                cap = a.loss_weight_cap_late
+            if cap > 0 and i >= a.loss_weight_from:  # still epsilon prediction
+                w = (1.0 / ac[t]).clamp(max=cap)
                 loss = (((pred - eps) ** 2).mean((1, 2, 3)) * w).mean()
             else:
                 loss = F.mse_loss(pred, eps)
@@ -689,6 +692,11 @@ def parse(argv=None):
                     "that makes it the v-prediction loss)")
     ap.add_argument("--loss-weight-from", type=int, default=0,
                     help="UNet step from which --loss-weight-cap applies")
+    ap.add_argument("--loss-weight-cap-late", type=float, default=0.0,
+                    help="the cap from UNet step --loss-weight-late-from on (0 = keep one cap): "
+                    "high-noise steps first (layout, colours, background), then more weight "
+                    "for the middle ones (outlines)")
+    ap.add_argument("--loss-weight-late-from", type=int, default=0)
     ap.add_argument("--offset-noise", type=float, default=0.0,
                     help="UNet: std of a per-channel constant added to the training noise")
     ap.add_argument("--cn-caption-dropout", type=float, default=0.5)
