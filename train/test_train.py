@@ -234,11 +234,12 @@ class TestTraining(unittest.TestCase):
         cls.dir = cls.tmp.name
         cls.out = os.path.join(cls.dir, "demo")
         # Full run: 6 AE steps (GAN from step 2), 6 decoder, 6 CLIP, 6 UNet (loss weighting with
-        # the cap lowered from step 3, offset noise), 6 ControlNet steps.
+        # the cap lowered from step 3, offset noise, the clip loss kept on), 6 ControlNet steps.
         train.main(TINY + ["--ckpt", os.path.join(cls.dir, "a"), "--out", cls.out,
                            "--steps-ae", "6", "--steps-dec", "6", "--steps-clip", "6",
                            "--steps-unet", "6",
                            "--loss-weight-cap", "50", "--offset-noise", "0.25",
+                           "--clip-weight", "0.5",
                            "--loss-weight-cap-late", "8", "--loss-weight-late-from", "3",
                            "--steps-cn", "6"])
 
@@ -257,9 +258,13 @@ class TestTraining(unittest.TestCase):
                       if r["stage"] == stage and "sec_per_step" in r]
             self.assertTrue(losses and all(np.isfinite(losses)), stage)
         self.assertTrue(any("g_adv" in r for r in recs if r["stage"] == "ae"))
-        zero_shot = [r for r in recs if r["stage"] == "clip" and "shape" in r]
-        self.assertEqual([r["step"] for r in zero_shot], [0, 3, 6])
-        self.assertTrue(all(0 <= r["shape"] <= 1 and 0 <= r["colour"] <= 1 for r in zero_shot))
+        for stage, steps in (("clip", [0, 3, 6]), ("unet", [3, 6])):
+            zero_shot = [r for r in recs if r["stage"] == stage and "shape" in r
+                         and "adherence_cfg" not in r]
+            self.assertEqual([r["step"] for r in zero_shot], steps, stage)
+            self.assertTrue(all(0 <= r["shape"] <= 1 and 0 <= r["colour"] <= 1
+                                for r in zero_shot))
+        self.assertTrue(any("clip_loss" in r for r in recs if r["stage"] == "unet"))
         adh = [r for r in recs if "adherence_cfg" in r]
         self.assertEqual([r["adherence_cfg"] for r in adh], [1.0, 5.0])
         curve = [r for r in recs if r["stage"] == "controlnet" and "edge_f1" in r]

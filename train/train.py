@@ -359,7 +359,46 @@ def text_pooled(text, ids, eos):
     return h[torch.arange(ids.shape[0]), (ids == eos).int().argmax(1)]
 
 
-def zero_shot(text, img_enc, proj, tok, lat, idx, seed):
+class ClipHead(torch.nn.Module):
+    """What the clip stage trains besides the text encoder: the latent image tower, CLIP's text
+    projection and the learned temperature. loss() is CLIP's symmetric contrastive loss."""
+
+    def __init__(self, h, dim):
+        super().__init__()
+        self.img = LatentEncoder(h, dim)
+        self.proj = torch.nn.Linear(dim, dim, bias=False)  # CLIP's text_projection
+        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def param_list(self):  # the optimiser's order (checkpoints depend on it)
+        return [*self.img.parameters(), *self.proj.parameters(), self.logit_scale]
+
+    def parts(self):
+        return dict(img=self.img.state_dict(), proj=self.proj.state_dict(),
+                    logit_scale=self.logit_scale.detach().clone())
+
+    def load_parts(self, st):
+        self.img.load_state_dict(st["img"])
+        self.proj.load_state_dict(st["proj"])
+        with torch.no_grad():
+            self.logit_scale.copy_(st["logit_scale"])
+
+    def text_features(self, text, ids, eos):
+        return F.normalize(self.proj(text_pooled(text, ids, eos)), dim=-1)
+
+    def loss(self, text, lat, ids, neg, eos):
+        """Images lat (B, ...) against their captions ids (B, n); neg: extra negative captions
+        (image -> text only). Identical captions in a batch are not negatives of each other."""
+        n = len(ids)
+        zi = F.normalize(self.img(lat), dim=-1)
+        zt = self.text_features(text, torch.cat([ids, neg]), eos)
+        same = (ids[:, None] == ids[None]).all(-1) & ~torch.eye(n, dtype=torch.bool)
+        logits = self.logit_scale.clamp(max=math.log(100)).exp() * zi @ zt.T
+        logits[:, :n] = logits[:, :n].masked_fill(same, -1e4)
+        target = torch.arange(n)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :n].T, target)) / 2
+
+
+def zero_shot(text, head, tok, lat, idx, seed):
     """Fractions of single-shape examples idx whose image embedding picks the caption with the
     right shape word among the 4 shapes, and the right colour among the 11 non-background ones."""
     ok = dict(shape=0, colour=0)
@@ -370,7 +409,7 @@ def zero_shot(text, img_enc, proj, tok, lat, idx, seed):
             if len(sc["shapes"]) != 1:
                 continue
             s, n = sc["shapes"][0], n + 1
-            z = F.normalize(img_enc(lat[i:i + 1]), dim=-1)
+            z = F.normalize(head.img(lat[i:i + 1]), dim=-1)
             for key, opts, right in (
                     ("shape", data.SHAPES, s["shape"]),
                     ("colour", [c for c in data.COLOURS if c != sc["bg"]], s["colour"])):
@@ -378,7 +417,7 @@ def zero_shot(text, img_enc, proj, tok, lat, idx, seed):
                                               f"{o} {s['shape']}" if key == "colour"
                                               else f"{s['colour']} {o}") for o in opts]
                 ids = torch.tensor([tok.sd_ids(c) for c in caps])
-                zt = F.normalize(proj(text_pooled(text, ids, tok.eos)), dim=-1)
+                zt = head.text_features(text, ids, tok.eos)
                 ok[key] += opts[int((zt @ z.T).argmax())] == right
     return {k: round(v / max(n, 1), 3) for k, v in ok.items()}
 
@@ -397,33 +436,36 @@ def swap_shape(ids, shape_ids, g):
     return out
 
 
+def clip_held_out(n):
+    """How many of the cache's last examples the clip loss never sees (zero-shot evaluation)."""
+    return min(256, n // 4)
+
+
+def pooled_ids(tok, caps):
+    """Token ids of caps for the pooled feature alone: it sits at the first end-of-text token
+    and attention is causal, so the padding after the longest caption's end changes nothing
+    and is dropped (3x faster)."""
+    ids = torch.tensor([tok.sd_ids(c) for c in caps])
+    return ids[:, :int((ids == tok.eos).int().argmax(1).max()) + 1]
+
+
 def stage_clip(run, cfgs, tok, vae):
     """-> the pre-trained text encoder's state dict (see the module docstring)."""
     a = run.a
     torch.manual_seed(a.seed + 3)
     text = models.CLIPTextModel(cfgs["text"])
-    dim = cfgs["text"]["hidden_size"]
-    img_enc = LatentEncoder(a.size // 8, dim)
-    proj = torch.nn.Linear(dim, dim, bias=False)  # CLIP's text_projection
-    logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-    params = [*text.parameters(), *img_enc.parameters(), *proj.parameters(), logit_scale]
-    opt = torch.optim.AdamW(params, lr=a.lr_clip, weight_decay=0.1)
+    head = ClipHead(a.size // 8, cfgs["text"]["hidden_size"])
+    opt = torch.optim.AdamW([*text.parameters(), *head.param_list()], lr=a.lr_clip,
+                            weight_decay=0.1)
     st = run.load("clip") or dict(step=0, elapsed=0.0, done=False)
     if "text" in st:
         text.load_state_dict(st["text"])
-        img_enc.load_state_dict(st["img"])
-        proj.load_state_dict(st["proj"])
-        with torch.no_grad():
-            logit_scale.copy_(st["logit_scale"])
+        head.load_parts(st)
         opt.load_state_dict(st["opt"])
     if not st["done"]:
         lat, caps = latent_cache(run, vae)
-        hold = min(256, lat.shape[0] // 4)  # the cache's last examples: zero-shot evaluation
-        n_train = lat.shape[0] - hold
-        ids_all = torch.tensor([tok.sd_ids(c) for c in caps])
-        # The pooled feature sits at the first end-of-text token and attention is causal, so
-        # the padding after the longest caption's end changes nothing: drop it (3x faster).
-        ids_all = ids_all[:, :int((ids_all == tok.eos).int().argmax(1).max()) + 1]
+        n_train = lat.shape[0] - clip_held_out(lat.shape[0])
+        ids_all = pooled_ids(tok, caps)
         shape_ids = torch.tensor([tok.encode(w)[0] for w in data.SHAPES])
 
         def step(i):
@@ -433,17 +475,7 @@ def stage_clip(run, cfgs, tok, vae):
             idx = torch.randint(0, n_train, (a.batch_clip,), generator=g)
             ids = ids_all[idx]
             neg = swap_shape(ids, shape_ids, g) if a.clip_hard_negatives else ids[:0]
-            zi = F.normalize(img_enc(lat[idx]), dim=-1)
-            zt = F.normalize(proj(text_pooled(text, torch.cat([ids, neg]), tok.eos)), dim=-1)
-            # Identical captions in a batch are not negatives of each other.
-            same = (ids[:, None] == ids[None]).all(-1) & ~torch.eye(len(idx), dtype=torch.bool)
-            logits = logit_scale.clamp(max=math.log(100)).exp() * zi @ zt.T
-            logits[:, :len(idx)] = logits[:, :len(idx)].masked_fill(same, -1e4)
-            target = torch.arange(len(idx))
-            # image -> text over the batch's captions and the shape-swapped ones; text -> image
-            # over the batch's images
-            loss = (F.cross_entropy(logits, target)
-                    + F.cross_entropy(logits[:, :len(idx)].T, target)) / 2
+            loss = head.loss(text, lat[idx], ids, neg, tok.eos)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -451,14 +483,13 @@ def stage_clip(run, cfgs, tok, vae):
 
         def evaluate_(i):
             text.eval()
-            res = zero_shot(text, img_enc, proj, tok, lat, range(n_train, lat.shape[0]), a.seed)
+            res = zero_shot(text, head, tok, lat, range(n_train, lat.shape[0]), a.seed)
             text.train()
             run.log("clip", step=i, **res)
 
         def save():
-            run.save("clip", dict(st, text=text.state_dict(), img=img_enc.state_dict(),
-                                  proj=proj.state_dict(), logit_scale=logit_scale.detach(),
-                                  opt=opt.state_dict()))
+            run.save("clip", dict(st, text=text.state_dict(), opt=opt.state_dict(),
+                                  **head.parts()))
 
         if st["step"] == 0:
             evaluate_(0)
@@ -496,12 +527,22 @@ def stage_unet(run, cfgs, tok, vae, text_init=None):
     if text_init is not None:
         text.load_state_dict(text_init)
     params = list(text.parameters()) + list(unet.parameters())
+    head = None
+    if a.clip_weight > 0:  # keep the clip loss on, with the clip stage's head
+        head = ClipHead(a.size // 8, cfgs["text"]["hidden_size"])
+        pre = run.load("clip")
+        if pre is None or "img" not in pre:
+            raise SystemExit("--clip-weight needs the clip stage's checkpoint (clip.pt)")
+        head.load_parts(pre)
+        params += head.param_list()
     opt = torch.optim.AdamW(params, lr=a.lr_unet, weight_decay=0.01)
     ema_t, ema_u = EMA(text, a.ema), EMA(unet, a.ema)
     st = run.load("unet") or dict(step=0, elapsed=0.0, done=False)
     if "unet" in st:
         text.load_state_dict(st["text"])
         unet.load_state_dict(st["unet"])
+        if head is not None:
+            head.load_parts(st["clip_head"])
         opt.load_state_dict(st["opt"])
         ema_t.shadow, ema_u.shadow = st["ema_text"], st["ema_unet"]
     if not st["done"]:
@@ -509,6 +550,10 @@ def stage_unet(run, cfgs, tok, vae, text_init=None):
         ac = sample.alphas_cumprod()
         empty = torch.tensor([tok.sd_ids("")])
         ids_all = torch.tensor([tok.sd_ids(c) for c in caps])
+        if head is not None:
+            n_clip = lat.shape[0] - clip_held_out(lat.shape[0])
+            ids_pooled = pooled_ids(tok, caps)
+            shape_ids = torch.tensor([tok.encode(w)[0] for w in data.SHAPES])
 
         def step(i):
             g = run.gen("unet", i)
@@ -532,20 +577,35 @@ def stage_unet(run, cfgs, tok, vae, text_init=None):
                 loss = (((pred - eps) ** 2).mean((1, 2, 3)) * w).mean()
             else:
                 loss = F.mse_loss(pred, eps)
+            info = dict(loss=round(loss.item(), 5))
+            keep = (~drop & (idx < n_clip)).nonzero().flatten() if head else []
+            if len(keep) >= 2:  # the batch's captioned examples the clip loss may see
+                ids_k = ids_pooled[idx[keep]]
+                lc = head.loss(text, x0[keep], ids_k, swap_shape(ids_k, shape_ids, g), tok.eos)
+                loss = loss + a.clip_weight * lc
+                info["clip_loss"] = round(lc.item(), 5)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             ema_t.update(text, i)
             ema_u.update(unet, i)
-            return dict(loss=round(loss.item(), 5))
+            return info
 
         def save():
             run.save("unet", dict(st, text=text.state_dict(), unet=unet.state_dict(),
                                   opt=opt.state_dict(), ema_text=ema_t.shadow,
-                                  ema_unet=ema_u.shadow))
+                                  ema_unet=ema_u.shadow,
+                                  **({"clip_head": head.parts()} if head else {})))
 
-        _loop(run, "unet", st, step, a.steps_unet, a.minutes_unet, save)
+        def evaluate_(i):  # do the text features still tell the shapes apart?
+            text.eval()
+            res = zero_shot(text, head, tok, lat, range(n_clip, lat.shape[0]), a.seed)
+            text.train()
+            run.log("unet", step=i, **res)
+
+        _loop(run, "unet", st, step, a.steps_unet, a.minutes_unet, save,
+              evaluate_ if head is not None else None)
         st["done"] = True
         save()
         run.log("unet", done=True, step=st["step"])
@@ -663,6 +723,10 @@ def parse(argv=None):
     ap.add_argument("--steps-clip", type=int, default=10 ** 9)
     ap.add_argument("--batch-clip", type=int, default=256)
     ap.add_argument("--lr-clip", type=float, default=5e-4)
+    ap.add_argument("--clip-weight", type=float, default=0.0,
+                    help="UNet stage: W > 0 adds W x the clip stage's contrastive loss (its "
+                    "image tower, on the batch's latents; text encoder shared), so training "
+                    "through the UNet cannot merge words the UNet does not use yet")
     ap.add_argument("--clip-hard-negatives", type=int, default=1,
                     help="1: add each caption with a shape word swapped as a negative text")
     ap.add_argument("--minutes-unet", type=float, default=95)
