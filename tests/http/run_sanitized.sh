@@ -15,8 +15,10 @@ if [ ! -f "$dir/meson-private/coredata.dat" ]; then
 fi
 ninja -C "$dir" server/sdserve tests/http/test_http_battery >"$log" 2>&1 ||
   { tail -n 60 "$log"; exit 1; }
-# the check must not pass by accident with an uninstrumented binary
-if ! ldd "$dir/server/sdserve" | grep -q libasan || ! ldd "$dir/server/sdserve" | grep -q libubsan; then
+# the check must not pass by accident with an uninstrumented binary (ldd's output read whole
+# first: with pipefail, `ldd | grep -q` fails when grep exits before ldd has written it all)
+libs=$(ldd "$dir/server/sdserve")
+if [[ $libs != *libasan* || $libs != *libubsan* ]]; then
   echo "run_sanitized.sh: $dir/server/sdserve is not built with ASan+UBSan" >&2
   exit 1
 fi
