@@ -441,12 +441,11 @@ def clip_held_out(n):
     return min(256, n // 4)
 
 
-def pooled_ids(tok, caps):
-    """Token ids of caps for the pooled feature alone: it sits at the first end-of-text token
+def pooled_ids(ids, eos):
+    """sd_ids rows cut for the pooled feature alone: it sits at the first end-of-text token
     and attention is causal, so the padding after the longest caption's end changes nothing
     and is dropped (3x faster)."""
-    ids = torch.tensor([tok.sd_ids(c) for c in caps])
-    return ids[:, :int((ids == tok.eos).int().argmax(1).max()) + 1]
+    return ids[:, :int((ids == eos).int().argmax(1).max()) + 1]
 
 
 def stage_clip(run, cfgs, tok, vae):
@@ -465,7 +464,7 @@ def stage_clip(run, cfgs, tok, vae):
     if not st["done"]:
         lat, caps = latent_cache(run, vae)
         n_train = lat.shape[0] - clip_held_out(lat.shape[0])
-        ids_all = pooled_ids(tok, caps)
+        ids_all = pooled_ids(torch.tensor([tok.sd_ids(c) for c in caps]), tok.eos)
         shape_ids = torch.tensor([tok.encode(w)[0] for w in data.SHAPES])
 
         def step(i):
@@ -552,7 +551,7 @@ def stage_unet(run, cfgs, tok, vae, text_init=None):
         ids_all = torch.tensor([tok.sd_ids(c) for c in caps])
         if head is not None:
             n_clip = lat.shape[0] - clip_held_out(lat.shape[0])
-            ids_pooled = pooled_ids(tok, caps)
+            ids_pooled = pooled_ids(ids_all, tok.eos)
             shape_ids = torch.tensor([tok.encode(w)[0] for w in data.SHAPES])
 
         def step(i):
