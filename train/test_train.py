@@ -288,7 +288,7 @@ class TestTraining(unittest.TestCase):
     def test_swap_shape_hard_negatives(self):
         run = train.Run(train.parse(TINY + ["--ckpt", os.path.join(self.dir, "a")]))
         tok = train.get_tokenizer(run)
-        shape_ids = torch.tensor([tok.encode(w)[0] for w in data.SHAPES])
+        shape_ids = train.shape_token_ids(tok)
         caps = ["a red circle", "a small blue star on the left on a white background",
                 "a green square and a pink square",
                 "a triangle and a red circle on a cyan background"]

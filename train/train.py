@@ -436,6 +436,20 @@ def swap_shape(ids, shape_ids, g):
     return out
 
 
+def shape_token_ids(tok):
+    """The token id of each shape word (one token each), as swap_shape takes them."""
+    return torch.tensor([tok.encode(w)[0] for w in data.SHAPES])
+
+
+def log_zero_shot(run, stage, step, text, head, tok, lat):
+    """zero_shot on the cache's held-out end, logged under stage."""
+    text.eval()
+    n = lat.shape[0]
+    res = zero_shot(text, head, tok, lat, range(n - clip_held_out(n), n), run.a.seed)
+    text.train()
+    run.log(stage, step=step, **res)
+
+
 def clip_held_out(n):
     """How many of the cache's last examples the clip loss never sees (zero-shot evaluation)."""
     return min(256, n // 4)
@@ -465,7 +479,7 @@ def stage_clip(run, cfgs, tok, vae):
         lat, caps = latent_cache(run, vae)
         n_train = lat.shape[0] - clip_held_out(lat.shape[0])
         ids_all = pooled_ids(torch.tensor([tok.sd_ids(c) for c in caps]), tok.eos)
-        shape_ids = torch.tensor([tok.encode(w)[0] for w in data.SHAPES])
+        shape_ids = shape_token_ids(tok)
 
         def step(i):
             g = run.gen("clip", i)
@@ -481,10 +495,7 @@ def stage_clip(run, cfgs, tok, vae):
             return dict(loss=round(loss.item(), 5))
 
         def evaluate_(i):
-            text.eval()
-            res = zero_shot(text, head, tok, lat, range(n_train, lat.shape[0]), a.seed)
-            text.train()
-            run.log("clip", step=i, **res)
+            log_zero_shot(run, "clip", i, text, head, tok, lat)
 
         def save():
             run.save("clip", dict(st, text=text.state_dict(), opt=opt.state_dict(),
@@ -526,22 +537,20 @@ def stage_unet(run, cfgs, tok, vae, text_init=None):
     if text_init is not None:
         text.load_state_dict(text_init)
     params = list(text.parameters()) + list(unet.parameters())
+    st = run.load("unet") or dict(step=0, elapsed=0.0, done=False)
     head = None
     if a.clip_weight > 0:  # keep the clip loss on, with the clip stage's head
         head = ClipHead(a.size // 8, cfgs["text"]["hidden_size"])
-        pre = run.load("clip")
+        pre = st.get("clip_head") or run.load("clip")  # a resumed run has its own
         if pre is None or "img" not in pre:
             raise SystemExit("--clip-weight needs the clip stage's checkpoint (clip.pt)")
         head.load_parts(pre)
         params += head.param_list()
     opt = torch.optim.AdamW(params, lr=a.lr_unet, weight_decay=0.01)
     ema_t, ema_u = EMA(text, a.ema), EMA(unet, a.ema)
-    st = run.load("unet") or dict(step=0, elapsed=0.0, done=False)
     if "unet" in st:
         text.load_state_dict(st["text"])
         unet.load_state_dict(st["unet"])
-        if head is not None:
-            head.load_parts(st["clip_head"])
         opt.load_state_dict(st["opt"])
         ema_t.shadow, ema_u.shadow = st["ema_text"], st["ema_unet"]
     if not st["done"]:
@@ -552,7 +561,7 @@ def stage_unet(run, cfgs, tok, vae, text_init=None):
         if head is not None:
             n_clip = lat.shape[0] - clip_held_out(lat.shape[0])
             ids_pooled = pooled_ids(ids_all, tok.eos)
-            shape_ids = torch.tensor([tok.encode(w)[0] for w in data.SHAPES])
+            shape_ids = shape_token_ids(tok)
 
         def step(i):
             g = run.gen("unet", i)
@@ -598,10 +607,7 @@ def stage_unet(run, cfgs, tok, vae, text_init=None):
                                   **({"clip_head": head.parts()} if head else {})))
 
         def evaluate_(i):  # do the text features still tell the shapes apart?
-            text.eval()
-            res = zero_shot(text, head, tok, lat, range(n_clip, lat.shape[0]), a.seed)
-            text.train()
-            run.log("unet", step=i, **res)
+            log_zero_shot(run, "unet", i, text, head, tok, lat)
 
         _loop(run, "unet", st, step, a.steps_unet, a.minutes_unet, save,
               evaluate_ if head is not None else None)
