@@ -128,6 +128,11 @@ def example(seed, i, size=128):
     return render(sc, size), sc["caption"], sc
 
 
+def one_shape_not_small(caption):
+    """Does the caption name one shape, large or of any size (not "small")?"""
+    return " and " not in caption and not caption.startswith("a small ")
+
+
 def caption(seed, i):
     """The caption of example i without rendering it."""
     return _scene(np.random.default_rng([seed, i]))["caption"]

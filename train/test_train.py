@@ -336,6 +336,55 @@ class TestTraining(unittest.TestCase):
         for k in full:
             self.assertTrue(torch.equal(full[k], resumed[k]), k)
 
+    def test_unet_lr_and_focus_batches(self):
+        a = train.parse(TINY + ["--warmup", "4", "--lr-unet", "1e-3", "--lr-unet-late", "1e-4",
+                                "--lr-unet-late-from", "10", "--lr-unet-decay-steps", "4"])
+        lrs = [train.unet_lr(a, i) for i in range(16)]
+        self.assertAlmostEqual(lrs[0], 2.5e-4)
+        self.assertEqual(lrs[3:10], [1e-3] * 7)
+        self.assertAlmostEqual(lrs[11], 5.5e-4)
+        self.assertTrue(all(x > y for x, y in zip(lrs[9:14], lrs[10:14])))
+        self.assertEqual(lrs[13:], [1e-4] * 3)
+        self.assertEqual(train.unet_lr(train.parse(TINY), 500), 3e-4)  # no decay by default
+        caps = [data.caption(7, i) for i in range(400)]
+        one = [c for c in caps if data.one_shape_not_small(c)]
+        self.assertTrue(0.25 < len(one) / len(caps) < 0.55)
+        self.assertTrue(all(" and " not in c and "small" not in c for c in one))
+        self.assertTrue(any(c.startswith("a large") for c in one))
+        focus = torch.tensor([5, 9, 11])
+        for k in range(5):
+            idx = train.batch_indices(torch.Generator().manual_seed(k), 1000, focus, 32, 0.5)
+            self.assertEqual(idx.shape, (32,))
+            self.assertTrue(all(i in (5, 9, 11) for i in idx[:16].tolist()))
+            self.assertFalse(all(i in (5, 9, 11) for i in idx[16:].tolist()))
+        self.assertFalse(set(train.batch_indices(torch.Generator(), 1000, focus, 32, 0.0)
+                             .tolist()) <= {5, 9, 11})
+
+    def test_finished_unet_stage_continues_with_a_larger_budget(self):
+        d = os.path.join(self.dir, "d")
+        os.makedirs(d)
+        for f in ("ae.pt", "dec.pt", "latents.pt", "clip.pt", "unet.pt", "tokenizer"):
+            src = os.path.join(self.dir, "a", f)
+            (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(d, f))
+        before = torch.load(os.path.join(d, "unet.pt"))
+        args = TINY + ["--ckpt", d, "--stages", "ae,dec,clip,unet", "--no-export",
+                       "--clip-weight", "0.5", "--adherence-images", "0", "--warmup", "1",
+                       "--lr-unet-late", "1e-5", "--lr-unet-late-from", "6",
+                       "--lr-unet-decay-steps", "2", "--unet-focus", "0.5",
+                       "--unet-focus-from", "6"]
+        train.main(args + ["--steps-unet", "6"])  # the same budget: nothing to do
+        self.assertEqual(torch.load(os.path.join(d, "unet.pt"))["step"], 6)
+        train.main(args + ["--steps-unet", "9"])
+        after = torch.load(os.path.join(d, "unet.pt"))
+        self.assertEqual((after["step"], after["done"]), (9, True))
+        self.assertFalse(torch.equal(before["unet"]["conv_in.weight"],
+                                     after["unet"]["conv_in.weight"]))
+        with open(os.path.join(d, "log.jsonl")) as f:
+            recs = [json.loads(l) for l in f if '"unet"' in l]
+        self.assertEqual([r["step"] for r in recs if r.get("continued")], [6])
+        self.assertEqual([r["lr"] for r in recs if "lr" in r and r["step"] > 6],
+                         [1.55e-4, 1e-5, 1e-5])
+
     def test_export_layout(self):
         for f in ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json",
                   "tokenizer/merges.txt", "text_encoder/config.json",

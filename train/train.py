@@ -528,8 +528,27 @@ class EMA:
             self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)
 
 
+def unet_lr(a, i):
+    """The UNet stage's learning rate at step i: linear warm-up to --lr-unet; from step
+    --lr-unet-late-from on, linear decay to --lr-unet-late over --lr-unet-decay-steps."""
+    lr = a.lr_unet * min(1.0, (i + 1) / a.warmup)
+    if a.lr_unet_late > 0 and i >= a.lr_unet_late_from:
+        f = min(1.0, (i - a.lr_unet_late_from + 1) / max(1, a.lr_unet_decay_steps))
+        lr = lr * (1 - f) + a.lr_unet_late * f
+    return lr
+
+
+def batch_indices(g, n, focus, size, frac):
+    """size random indices of 0..n-1, of which round(frac * size) are drawn from focus only."""
+    k = int(round(frac * size)) if len(focus) else 0
+    rest = torch.randint(0, n, (size - k,), generator=g)
+    pick = focus[torch.randint(0, len(focus), (k,), generator=g)] if k else rest[:0]
+    return torch.cat([pick, rest])
+
+
 def stage_unet(run, cfgs, tok, vae, text_init=None):
-    """text_init: the clip stage's text encoder (a fresh run starts from it)."""
+    """text_init: the clip stage's text encoder (a fresh run starts from it). A finished stage
+    continues when its budget (--steps-unet, --minutes-unet) is raised."""
     a = run.a
     torch.manual_seed(a.seed + 1)
     text = models.CLIPTextModel(cfgs["text"])
@@ -553,11 +572,16 @@ def stage_unet(run, cfgs, tok, vae, text_init=None):
         unet.load_state_dict(st["unet"])
         opt.load_state_dict(st["opt"])
         ema_t.shadow, ema_u.shadow = st["ema_text"], st["ema_unet"]
+    if st["done"] and st["step"] < a.steps_unet and st["elapsed"] < a.minutes_unet * 60:
+        st["done"] = False
+        run.log("unet", continued=True, step=st["step"])
     if not st["done"]:
         lat, caps = latent_cache(run, vae)
         ac = sample.alphas_cumprod()
         empty = torch.tensor([tok.sd_ids("")])
         ids_all = torch.tensor([tok.sd_ids(c) for c in caps])
+        focus = torch.tensor([k for k, c in enumerate(caps) if data.one_shape_not_small(c)],
+                             dtype=torch.long)
         if head is not None:
             n_clip = lat.shape[0] - clip_held_out(lat.shape[0])
             ids_pooled = pooled_ids(ids_all, tok.eos)
@@ -565,9 +589,11 @@ def stage_unet(run, cfgs, tok, vae, text_init=None):
 
         def step(i):
             g = run.gen("unet", i)
-            for pg in opt.param_groups:  # linear warm-up
-                pg["lr"] = a.lr_unet * min(1.0, (i + 1) / a.warmup)
-            idx = torch.randint(0, lat.shape[0], (a.batch_unet,), generator=g)
+            lr = unet_lr(a, i)
+            for pg in opt.param_groups:
+                pg["lr"] = lr
+            frac = a.unet_focus if i >= a.unet_focus_from else 0.0
+            idx = batch_indices(g, lat.shape[0], focus, a.batch_unet, frac)
             x0, ids = lat[idx], ids_all[idx].clone()
             drop = torch.rand(a.batch_unet, generator=g) < a.caption_dropout
             ids[drop] = empty
@@ -585,7 +611,7 @@ def stage_unet(run, cfgs, tok, vae, text_init=None):
                 loss = (((pred - eps) ** 2).mean((1, 2, 3)) * w).mean()
             else:
                 loss = F.mse_loss(pred, eps)
-            info = dict(loss=round(loss.item(), 5))
+            info = dict(loss=round(loss.item(), 5), lr=float(f"{lr:.4g}"))
             keep = (~drop & (idx < n_clip)).nonzero().flatten() if head else []
             if len(keep) >= 2:  # the batch's captioned examples the clip loss may see
                 ids_k = ids_pooled[idx[keep]]
@@ -749,6 +775,14 @@ def parse(argv=None):
     ap.add_argument("--lr-dec", type=float, default=1e-4)
     ap.add_argument("--lr-unet", type=float, default=3e-4)
     ap.add_argument("--lr-cn", type=float, default=1e-4)
+    ap.add_argument("--lr-unet-late", type=float, default=0.0,
+                    help="UNet: decay the learning rate linearly to this (0 = constant)")
+    ap.add_argument("--lr-unet-late-from", type=int, default=0, help="UNet step the decay starts")
+    ap.add_argument("--lr-unet-decay-steps", type=int, default=200)
+    ap.add_argument("--unet-focus", type=float, default=0.0,
+                    help="UNet: fraction of each batch drawn from the one-shape examples that "
+                    "are not small (the rest from all), from step --unet-focus-from on")
+    ap.add_argument("--unet-focus-from", type=int, default=0)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--disc-start", type=int, default=2000)
