@@ -384,6 +384,11 @@ class TestTraining(unittest.TestCase):
         self.assertEqual([r["step"] for r in recs if r.get("continued")], [6])
         self.assertEqual([r["lr"] for r in recs if "lr" in r and r["step"] > 6],
                          [1.55e-4, 1e-5, 1e-5])
+        # the ControlNet trained on the step-6 UNet is not silently reused with this one
+        shutil.copy(os.path.join(self.dir, "a", "controlnet.pt"), d)
+        with self.assertRaises(SystemExit) as e:
+            train.main(args + ["--steps-unet", "9", "--stages", "ae,dec,clip,unet,controlnet"])
+        self.assertIn("step 6", str(e.exception))
 
     def test_export_layout(self):
         for f in ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json",

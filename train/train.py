@@ -649,7 +649,7 @@ def stage_unet(run, cfgs, tok, vae, text_init=None):
                 run.log("unet", adherence_cfg=cfg, **res)
     text.load_state_dict(ema_t.shadow)
     unet.load_state_dict(ema_u.shadow)
-    return text.eval(), unet.eval()
+    return text.eval(), unet.eval(), st["step"]
 
 
 # ---------------------------------------------------------------- stage 3: ControlNet
@@ -668,13 +668,18 @@ def edge_agreement(parts, seed, n, size, steps=10):
     return float(np.mean(f1))
 
 
-def stage_controlnet(run, cfgs, tok, vae, text, unet):
+def stage_controlnet(run, cfgs, tok, vae, text, unet, unet_step):
+    """unet_step: the UNet's training step (a ControlNet belongs to the UNet it was trained on)."""
     a = run.a
     torch.manual_seed(a.seed + 2)
     ccfg = export.controlnet_config(unet.config, cfgs["cn_emb"])
     cn = models.ControlNetModel.from_unet(unet, ccfg)
     opt = torch.optim.AdamW(cn.parameters(), lr=a.lr_cn, weight_decay=0.0)
-    st = run.load("controlnet") or dict(step=0, elapsed=0.0, done=False, curve=[])
+    st = run.load("controlnet") or dict(step=0, elapsed=0.0, done=False, curve=[],
+                                        unet_step=unet_step)
+    if st.get("unet_step", unet_step) != unet_step:
+        raise SystemExit(f"controlnet.pt was trained on the UNet of step {st['unet_step']}, "
+                         f"the UNet is now at step {unet_step}: move it away to train it again")
     if "cn" in st:
         cn.load_state_dict(st["cn"])
         opt.load_state_dict(st["opt"])
@@ -829,8 +834,10 @@ def main(argv=None):
     text_init = stage_clip(run, cfgs, tok, vae) if "clip" in todo else None
     if "unet" not in todo and "controlnet" not in todo:
         return
-    text, unet = stage_unet(run, cfgs, tok, vae, text_init)
-    cn = stage_controlnet(run, cfgs, tok, vae, text, unet) if "controlnet" in todo else None
+    text, unet, unet_step = stage_unet(run, cfgs, tok, vae, text_init)
+    cn = None
+    if "controlnet" in todo:
+        cn = stage_controlnet(run, cfgs, tok, vae, text, unet, unet_step)
     if not a.no_export:
         export.export(a.out, tok, text, unet, vae, cn)
         run.log("export", out=os.path.relpath(a.out))
