@@ -128,9 +128,13 @@ def example(seed, i, size=128):
     return render(sc, size), sc["caption"], sc
 
 
-def one_shape_not_small(caption):
-    """Does the caption name one shape, large or of any size (not "small")?"""
-    return " and " not in caption and not caption.startswith("a small ")
+def one_shape_size(caption):
+    """The size word of a one-shape caption ("small", "large", or "any" when it names none);
+    None when it names two shapes."""
+    if " and " in caption:
+        return None
+    w = caption.split()[1]
+    return w if w in ("small", "large") else "any"
 
 
 def caption(seed, i):

@@ -347,10 +347,15 @@ class TestTraining(unittest.TestCase):
         self.assertEqual(lrs[13:], [1e-4] * 3)
         self.assertEqual(train.unet_lr(train.parse(TINY), 500), 3e-4)  # no decay by default
         caps = [data.caption(7, i) for i in range(400)]
-        one = [c for c in caps if data.one_shape_not_small(c)]
-        self.assertTrue(0.25 < len(one) / len(caps) < 0.55)
-        self.assertTrue(all(" and " not in c and "small" not in c for c in one))
-        self.assertTrue(any(c.startswith("a large") for c in one))
+        size = {c: data.one_shape_size(c) for c in caps}
+        for c, w in size.items():
+            self.assertEqual(w is None, " and " in c, c)
+            if w is not None:
+                self.assertEqual(w in ("small", "large"), c.split()[1] in ("small", "large"))
+        self.assertEqual(data.one_shape_size("a large red star on the left"), "large")
+        self.assertEqual(data.one_shape_size("a red star"), "any")
+        self.assertEqual(data.one_shape_size("a small red star and a blue circle"), None)
+        self.assertTrue(0.5 < sum(w is not None for w in size.values()) / len(caps) < 0.7)
         focus = torch.tensor([5, 9, 11])
         for k in range(5):
             idx = train.batch_indices(torch.Generator().manual_seed(k), 1000, focus, 32, 0.5)
@@ -371,7 +376,7 @@ class TestTraining(unittest.TestCase):
                        "--clip-weight", "0.5", "--adherence-images", "0", "--warmup", "1",
                        "--lr-unet-late", "1e-5", "--lr-unet-late-from", "6",
                        "--lr-unet-decay-steps", "2", "--unet-focus", "0.5",
-                       "--unet-focus-from", "6"]
+                       "--unet-focus-from", "6", "--unet-focus-sizes", "small,large,any"]
         train.main(args + ["--steps-unet", "6"])  # the same budget: nothing to do
         self.assertEqual(torch.load(os.path.join(d, "unet.pt"))["step"], 6)
         train.main(args + ["--steps-unet", "9"])

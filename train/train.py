@@ -580,7 +580,8 @@ def stage_unet(run, cfgs, tok, vae, text_init=None):
         ac = sample.alphas_cumprod()
         empty = torch.tensor([tok.sd_ids("")])
         ids_all = torch.tensor([tok.sd_ids(c) for c in caps])
-        focus = torch.tensor([k for k, c in enumerate(caps) if data.one_shape_not_small(c)],
+        sizes = a.unet_focus_sizes.split(",")
+        focus = torch.tensor([k for k, c in enumerate(caps) if data.one_shape_size(c) in sizes],
                              dtype=torch.long)
         if head is not None:
             n_clip = lat.shape[0] - clip_held_out(lat.shape[0])
@@ -785,9 +786,11 @@ def parse(argv=None):
     ap.add_argument("--lr-unet-late-from", type=int, default=0, help="UNet step the decay starts")
     ap.add_argument("--lr-unet-decay-steps", type=int, default=200)
     ap.add_argument("--unet-focus", type=float, default=0.0,
-                    help="UNet: fraction of each batch drawn from the one-shape examples that "
-                    "are not small (the rest from all), from step --unet-focus-from on")
+                    help="UNet: fraction of each batch drawn from the one-shape examples of "
+                    "--unet-focus-sizes (the rest from all), from step --unet-focus-from on")
     ap.add_argument("--unet-focus-from", type=int, default=0)
+    ap.add_argument("--unet-focus-sizes", default="large,any",
+                    help="size words of --unet-focus (small, large, any = none named)")
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--disc-start", type=int, default=2000)
