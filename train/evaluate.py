@@ -134,19 +134,50 @@ def score(img, scene):
                 bg=c["bg"] == scene["bg"])
 
 
-def adherence(parts, n=48, cfg=5.0, steps=20, size=128, control=False):
-    """Generate n images (seeds 0..n-1) for single-shape captions; fractions right."""
+class Tally:
+    """Adherence counts over images of single-shape scenes: the fractions right, and where
+    the shape goes wrong (by size word and by shape: what was drawn instead)."""
+
+    def __init__(self):
+        self.n, self.right = 0, dict(colour=0, shape=0, bg=0)
+        self.by_size, self.drawn = {}, {}  # size word -> [right, n]; shape -> {drawn: n}
+
+    def add(self, img, scene):
+        ok, got = score(img, scene), classify(img)["shape"]
+        self.n += 1
+        for key, v in ok.items():
+            self.right[key] += v
+        s = scene["shapes"][0]
+        r = self.by_size.setdefault(s["size_word"] or "any", [0, 0])
+        r[0], r[1] = r[0] + ok["shape"], r[1] + 1
+        d = self.drawn.setdefault(s["shape"], {})
+        d[got] = d.get(got, 0) + 1
+
+    def fractions(self):
+        return {k: v / max(self.n, 1) for k, v in self.right.items()}
+
+    def shape_report(self):
+        """e.g. 'shape right by size: any 9/14, large 12/18, small 3/16; drawn as: square ->
+        circle 12, square 7; ...'"""
+        size = ", ".join(f"{w} {r}/{n}" for w, (r, n) in sorted(self.by_size.items()))
+        drawn = "; ".join(f"{s} -> " + ", ".join(f"{g} {k}" for g, k in sorted(d.items()))
+                          for s, d in sorted(self.drawn.items()))
+        return f"shape right by size: {size}; drawn as: {drawn}"
+
+
+def adherence(parts, n=48, cfg=5.0, steps=20, size=128, control=False, tally=None):
+    """Generate n images (seeds 0..n-1) for single-shape captions; fractions right. tally: a
+    Tally to count into (for its shape report)."""
     import sample
-    tot = dict(colour=0, shape=0, bg=0)
+    tally = tally or Tally()
     for k, (cap, sc) in enumerate(single_shape_captions(n)):
         ctl = None
         if control:
             ctl = np.repeat(data.canny(data.render(sc, size))[..., None], 3, 2)
         img = sample.generate(parts, cap, seed=k, steps=steps, cfg=cfg, width=size,
                               height=size, control=ctl)
-        for key, ok in score(img, sc).items():
-            tot[key] += ok
-    return {k: v / n for k, v in tot.items()}
+        tally.add(img, sc)
+    return tally.fractions()
 
 
 if __name__ == "__main__":
@@ -164,4 +195,6 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     parts = export.load_export(a.model)
     for cfg in a.cfg:
-        print(json.dumps(dict(cfg=cfg, **adherence(parts, a.n, cfg))), flush=True)
+        t = Tally()
+        print(json.dumps(dict(cfg=cfg, **adherence(parts, a.n, cfg, tally=t))), flush=True)
+        print(t.shape_report(), flush=True)

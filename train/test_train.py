@@ -114,13 +114,31 @@ class TestShapeMeasure(unittest.TestCase):
         # adherence numbers of a trained model rest on. Measured: 400/400 at sigma 15.
         rng = np.random.default_rng(0)
         caps = evaluate.single_shape_captions(120)
-        ok = {"colour": 0, "shape": 0, "bg": 0}
+        t = evaluate.Tally()
         for cap, sc in caps:
             img = data.render(sc, 128).astype(np.float64) + rng.normal(0, 15, (128, 128, 3))
-            for k, v in evaluate.score(np.clip(img, 0, 255).astype(np.uint8), sc).items():
-                ok[k] += v
-        for k, v in ok.items():
-            self.assertGreaterEqual(v / len(caps), 0.98, k)
+            t.add(np.clip(img, 0, 255).astype(np.uint8), sc)
+        for k, v in t.fractions().items():
+            self.assertGreaterEqual(v, 0.98, k)
+        self.assertEqual(t.n, 120)
+        self.assertEqual(sum(n for _, n in t.by_size.values()), 120)
+        self.assertEqual(set(t.by_size), {"small", "large", "any"})
+
+    def test_tally_shape_report(self):
+        # A circle drawn for every shape: right only for circles, and said where it went wrong.
+        t = evaluate.Tally()
+        for cap, sc in evaluate.single_shape_captions(40):
+            circle = dict(sc, shapes=[dict(sc["shapes"][0], shape="circle")])
+            t.add(data.render(circle, 128), sc)
+        circles = sum(sc["shapes"][0]["shape"] == "circle"
+                      for _, sc in evaluate.single_shape_captions(40))
+        self.assertEqual(t.right["shape"], circles)
+        self.assertEqual(t.fractions()["colour"], 1.0)
+        rep = t.shape_report()
+        self.assertIn(f"circle -> circle {circles}", rep)
+        for s in ("square", "triangle", "star"):
+            self.assertEqual(set(t.drawn[s]), {"circle"}, rep)
+            self.assertIn(f"{s} -> circle {sum(t.drawn[s].values())}", rep)
 
     def test_classify_ignores_stray_blobs(self):
         # A large shape plus a 5x5 blob of another colour in the corner farthest from it:
