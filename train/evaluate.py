@@ -127,8 +127,9 @@ def single_shape_captions(n, seed=4242):
     return out
 
 
-def score(img, scene):
-    c = classify(img)
+def score(img, scene, c=None):
+    """Right or not, per key; c: classify(img) if already known."""
+    c = c or classify(img)
     s = scene["shapes"][0]
     return dict(colour=c["colour"] == s["colour"], shape=c["shape"] == s["shape"],
                 bg=c["bg"] == scene["bg"])
@@ -143,7 +144,8 @@ class Tally:
         self.by_size, self.drawn = {}, {}  # size word -> [right, n]; shape -> {drawn: n}
 
     def add(self, img, scene):
-        ok, got = score(img, scene), classify(img)["shape"]
+        c = classify(img)
+        ok, got = score(img, scene, c), c["shape"]
         self.n += 1
         for key, v in ok.items():
             self.right[key] += v
@@ -169,7 +171,7 @@ def adherence(parts, n=48, cfg=5.0, steps=20, size=128, control=False, tally=Non
     """Generate n images (seeds 0..n-1) for single-shape captions; fractions right. tally: a
     Tally to count into (for its shape report)."""
     import sample
-    tally = tally or Tally()
+    tally = Tally() if tally is None else tally
     for k, (cap, sc) in enumerate(single_shape_captions(n)):
         ctl = None
         if control:
