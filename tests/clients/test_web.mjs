@@ -35,6 +35,9 @@ const shot = (name) => page.screenshot({ path: path.join(ARTIFACTS, name), fullP
 test('load: model, samplers and sizes come from the server', async () => {
   await page.goto(srv.base + '/');
   await page.waitForFunction(() => document.getElementById('model').textContent.includes('tiny-sd'));
+  // the sampler names come from a second request, answered after the model's
+  await page.waitForFunction(() => [...document.querySelectorAll('#sampler option')]
+    .some((o) => o.textContent === 'Euler a'));
   const samplers = await page.$$eval('#sampler option', (o) => o.map((x) => x.textContent));
   assert.ok(samplers.includes('Euler a') && samplers.includes('DDIM'), samplers.join());
   assert.equal(await page.inputValue('#sampler'), 'euler_a');
