@@ -150,7 +150,7 @@ class Tally:
         for key, v in ok.items():
             self.right[key] += v
         s = scene["shapes"][0]
-        r = self.by_size.setdefault(s["size_word"] or "any", [0, 0])
+        r = self.by_size.setdefault(data.one_shape_size(scene["caption"]), [0, 0])
         r[0], r[1] = r[0] + ok["shape"], r[1] + 1
         d = self.drawn.setdefault(s["shape"], {})
         d[got] = d.get(got, 0) + 1
