@@ -364,6 +364,19 @@ class TestTraining(unittest.TestCase):
         self.assertTrue(all(x > y for x, y in zip(lrs[9:14], lrs[10:14])))
         self.assertEqual(lrs[13:], [1e-4] * 3)
         self.assertEqual(train.unet_lr(train.parse(TINY), 500), 3e-4)  # no decay by default
+        # Two phases: to 1e-4 over 4 steps from step 10, then to 2e-5 over 8 from step 20.
+        b = train.parse(TINY + ["--warmup", "4", "--lr-unet", "1e-3", "--lr-unet-late", "1e-4",
+                                "2e-5", "--lr-unet-late-from", "10", "20",
+                                "--lr-unet-decay-steps", "4", "8"])
+        lrs2 = [train.unet_lr(b, i) for i in range(32)]
+        self.assertEqual(lrs2[:20], lrs[:16] + [1e-4] * 4)
+        self.assertAlmostEqual(lrs2[23], 6e-5)
+        self.assertTrue(all(x > y for x, y in zip(lrs2[19:28], lrs2[20:28])))
+        self.assertTrue(all(abs(x - 2e-5) < 1e-12 for x in lrs2[27:]))
+        for bad in (["--lr-unet-late", "1e-4", "2e-5", "--lr-unet-late-from", "10"],
+                    ["--lr-unet-late", "1e-4", "2e-5", "--lr-unet-late-from", "20", "10"]):
+            with self.assertRaises(SystemExit):
+                train.parse(TINY + bad)
         caps = [data.caption(7, i) for i in range(400)]
         size = {c: data.one_shape_size(c) for c in caps}
         for c, w in size.items():

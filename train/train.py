@@ -529,13 +529,26 @@ class EMA:
 
 
 def unet_lr(a, i):
-    """The UNet stage's learning rate at step i: linear warm-up to --lr-unet; from step
-    --lr-unet-late-from on, linear decay to --lr-unet-late over --lr-unet-decay-steps."""
+    """The UNet stage's learning rate at step i: linear warm-up to --lr-unet; then phases:
+    from step --lr-unet-late-from[k] on, linear decay from the level so far to
+    --lr-unet-late[k] over --lr-unet-decay-steps[k] (lists of equal length, or one value)."""
     lr = a.lr_unet * min(1.0, (i + 1) / a.warmup)
-    if a.lr_unet_late > 0 and i >= a.lr_unet_late_from:
-        f = min(1.0, (i - a.lr_unet_late_from + 1) / max(1, a.lr_unet_decay_steps))
-        lr = lr * (1 - f) + a.lr_unet_late * f
+    for to, start, n in late_phases(a):
+        if to > 0 and i >= start:
+            f = min(1.0, (i - start + 1) / max(1, n))
+            lr = lr * (1 - f) + to * f
     return lr
+
+
+def late_phases(a):
+    """(to, from, steps) of each learning-rate phase of --lr-unet-late*, a single value of
+    --lr-unet-decay-steps serving every phase."""
+    to, start, n = a.lr_unet_late, a.lr_unet_late_from, a.lr_unet_decay_steps
+    n = n * len(to) if len(n) == 1 else n
+    if not len(to) == len(start) == len(n) or start != sorted(start):
+        raise SystemExit("train.py: --lr-unet-late, --lr-unet-late-from, --lr-unet-decay-steps: "
+                         "lists of equal length, steps ascending")
+    return list(zip(to, start, n))
 
 
 def batch_indices(g, n, focus, size, frac):
@@ -781,10 +794,12 @@ def parse(argv=None):
     ap.add_argument("--lr-dec", type=float, default=1e-4)
     ap.add_argument("--lr-unet", type=float, default=3e-4)
     ap.add_argument("--lr-cn", type=float, default=1e-4)
-    ap.add_argument("--lr-unet-late", type=float, default=0.0,
-                    help="UNet: decay the learning rate linearly to this (0 = constant)")
-    ap.add_argument("--lr-unet-late-from", type=int, default=0, help="UNet step the decay starts")
-    ap.add_argument("--lr-unet-decay-steps", type=int, default=200)
+    ap.add_argument("--lr-unet-late", type=float, nargs="+", default=[0.0],
+                    help="UNet: decay the learning rate linearly to this (0 = constant); "
+                    "several values: one phase each")
+    ap.add_argument("--lr-unet-late-from", type=int, nargs="+", default=[0],
+                    help="UNet step each decay starts")
+    ap.add_argument("--lr-unet-decay-steps", type=int, nargs="+", default=[200])
     ap.add_argument("--unet-focus", type=float, default=0.0,
                     help="UNet: fraction of each batch drawn from the one-shape examples of "
                     "--unet-focus-sizes (the rest from all), from step --unet-focus-from on")
@@ -819,7 +834,9 @@ def parse(argv=None):
     ap.add_argument("--ckpt-minutes", type=float, default=5)
     ap.add_argument("--no-export", action="store_true")
     ap.add_argument("--quiet", action="store_true", help="log to <ckpt>/log.jsonl only")
-    return ap.parse_args(argv)
+    a = ap.parse_args(argv)
+    late_phases(a)  # checked here, before any stage runs
+    return a
 
 
 def main(argv=None):
