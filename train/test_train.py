@@ -396,7 +396,7 @@ class TestTraining(unittest.TestCase):
         self.assertFalse(set(train.batch_indices(torch.Generator(), 1000, focus, 32, 0.0)
                              .tolist()) <= {5, 9, 11})
 
-    def test_finished_unet_stage_continues_with_a_larger_budget(self):
+    def test_finished_unet_and_controlnet_stages_continue_with_a_larger_budget(self):
         d = os.path.join(self.dir, "d")
         os.makedirs(d)
         for f in ("ae.pt", "dec.pt", "latents.pt", "clip.pt", "unet.pt", "tokenizer"):
@@ -425,6 +425,17 @@ class TestTraining(unittest.TestCase):
         with self.assertRaises(SystemExit) as e:
             train.main(args + ["--steps-unet", "9", "--stages", "ae,dec,clip,unet,controlnet"])
         self.assertIn("step 6", str(e.exception))
+        # A new ControlNet for it, then a raised ControlNet budget: it continues.
+        os.unlink(os.path.join(d, "controlnet.pt"))
+        cn_args = args + ["--steps-unet", "9", "--stages", "ae,dec,clip,unet,controlnet"]
+        train.main(cn_args + ["--steps-cn", "2"])
+        first = torch.load(os.path.join(d, "controlnet.pt"))
+        train.main(cn_args + ["--steps-cn", "4"])
+        cn = torch.load(os.path.join(d, "controlnet.pt"))
+        self.assertEqual((first["step"], cn["step"], cn["done"], cn["unet_step"]), (2, 4, True, 9))
+        self.assertEqual([s for s, _ in cn["curve"]], [0, 2, 3, 4])
+        self.assertFalse(torch.equal(first["cn"]["controlnet_mid_block.weight"],
+                                     cn["cn"]["controlnet_mid_block.weight"]))
 
     def test_export_layout(self):
         for f in ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json",

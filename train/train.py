@@ -149,6 +149,14 @@ def _loop(run, stage, state, step_fn, max_steps, minutes, save_fn, eval_fn=None)
     save_fn()
 
 
+def _continue_if_raised(run, stage, state, max_steps, minutes):
+    """A finished stage runs again, from where it stopped, when its budget has been raised
+    (only for stages whose successors notice: the ControlNet checks the UNet's step)."""
+    if state["done"] and state["step"] < max_steps and state["elapsed"] < minutes * 60:
+        state["done"] = False
+        run.log(stage, continued=True, step=state["step"])
+
+
 # ---------------------------------------------------------------- stage 1: autoencoder
 
 
@@ -585,9 +593,7 @@ def stage_unet(run, cfgs, tok, vae, text_init=None):
         unet.load_state_dict(st["unet"])
         opt.load_state_dict(st["opt"])
         ema_t.shadow, ema_u.shadow = st["ema_text"], st["ema_unet"]
-    if st["done"] and st["step"] < a.steps_unet and st["elapsed"] < a.minutes_unet * 60:
-        st["done"] = False
-        run.log("unet", continued=True, step=st["step"])
+    _continue_if_raised(run, "unet", st, a.steps_unet, a.minutes_unet)
     if not st["done"]:
         lat, caps = latent_cache(run, vae)
         ac = sample.alphas_cumprod()
@@ -697,6 +703,7 @@ def stage_controlnet(run, cfgs, tok, vae, text, unet, unet_step):
     if "cn" in st:
         cn.load_state_dict(st["cn"])
         opt.load_state_dict(st["opt"])
+    _continue_if_raised(run, "controlnet", st, a.steps_cn, a.minutes_cn)
     for p in list(text.parameters()) + list(unet.parameters()):
         p.requires_grad_(False)
     parts = dict(tok=tok, text=text, unet=unet, vae=vae, controlnet=cn)
