@@ -33,7 +33,7 @@ static const char gen_usage[] =
     "  --seed N                0..18446744073709551615, or -1 for random (default 0)\n"
     "  --steps N               denoising steps, 1..1000 (default 20)\n"
     "  --cfg-scale X           classifier-free guidance scale; <= 1 disables it (default 7.5)\n"
-    "  --sampler NAME          sampler (default euler_a; 'sdserve generate --help' lists all)\n"
+    "  --sampler NAME          sampler (default euler_a; the names are listed below)\n"
     "  --width W, --height H   image size, multiples of 8 in 8..4096 (default: the model's)\n"
     "  --threads N             threads, 0 = all cores (default 0; never changes the image)\n"
     "  --tokenizer DIR         tokenizer folder for single-file checkpoints\n"
@@ -57,7 +57,9 @@ static const char gen_usage[] =
     "\n"
     "Progress goes to stderr as a bar when stderr is a terminal (nothing otherwise); the last\n"
     "line, on stdout, gives the output path and the time taken. Errors are one line on\n"
-    "stderr starting with 'sdserve: error:'; exit status 2 = bad command line, 1 = failure.\n";
+    "stderr starting with 'sdserve: error:'; exit status 2 = bad command line, 1 = failure.\n"
+    "\n"
+    "Samplers: ";
 
 enum {
   O_MODEL, O_PROMPT, O_NEG, O_SEED, O_STEPS, O_CFG, O_SAMPLER, O_WIDTH, O_HEIGHT, O_THREADS,
@@ -154,7 +156,12 @@ static int parse_args(int argc, char **argv, gen_args *a, int *done) {
     case CLI_POSITIONAL:
       cli_error("generate: unexpected argument '%s' (the prompt goes after --prompt)", v);
       return CLI_EXIT_USAGE;
-    case O_HELP: fputs(gen_usage, stdout); return CLI_EXIT_OK;
+    case O_HELP: {
+      char names[256];
+      sampler_list(names, sizeof names);
+      printf("%s%s\n", gen_usage, names);
+      return CLI_EXIT_OK;
+    }
     case O_MODEL: a->model = v; break;
     case O_PROMPT: a->rq.prompt = v, have_prompt = 1; break;
     case O_NEG: a->rq.negative_prompt = v; break;

@@ -121,6 +121,7 @@ static void test_help(void) {
   r = RUN("generate", "--help");
   CHECK_INT(r.code, 0);
   CHECK(strstr(r.out, "--sampler") && strstr(r.out, "--cfg-scale"));
+  CHECK(strstr(r.out, "Samplers: ddim, ddpm, euler, euler_a,")); /* the names it accepts */
   result_free(&r);
   r = RUN("tokenize", "--help");
   CHECK_INT(r.code, 0);
