@@ -129,7 +129,7 @@ def single_shape_captions(n, seed=4242):
 
 def score(img, scene, c=None):
     """Right or not, per key; c: classify(img) if already known."""
-    c = c or classify(img)
+    c = classify(img) if c is None else c
     s = scene["shapes"][0]
     return dict(colour=c["colour"] == s["colour"], shape=c["shape"] == s["shape"],
                 bg=c["bg"] == scene["bg"])
