@@ -374,7 +374,8 @@ class TestTraining(unittest.TestCase):
         self.assertTrue(all(x > y for x, y in zip(lrs2[19:28], lrs2[20:28])))
         self.assertTrue(all(abs(x - 2e-5) < 1e-12 for x in lrs2[27:]))
         for bad in (["--lr-unet-late", "1e-4", "2e-5", "--lr-unet-late-from", "10"],
-                    ["--lr-unet-late", "1e-4", "2e-5", "--lr-unet-late-from", "20", "10"]):
+                    ["--lr-unet-late", "1e-4", "2e-5", "--lr-unet-late-from", "20", "10"],
+                    ["--unet-focus-sizes", "small,big"]):
             with self.assertRaises(SystemExit):
                 train.parse(TINY + bad)
         caps = [data.caption(7, i) for i in range(400)]

@@ -843,6 +843,10 @@ def parse(argv=None):
     ap.add_argument("--quiet", action="store_true", help="log to <ckpt>/log.jsonl only")
     a = ap.parse_args(argv)
     late_phases(a)  # checked here, before any stage runs
+    unknown = set(a.unet_focus_sizes.split(",")) - {"small", "large", "any"}
+    if unknown:
+        raise SystemExit(f"train.py: --unet-focus-sizes: unknown size word(s) "
+                         f"{', '.join(sorted(unknown))} (small, large, any)")
     return a
 
 
