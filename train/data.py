@@ -23,7 +23,10 @@ POSITIONS = {  # phrase -> centre as fractions of the image (x, y)
     "in the top left corner": (0.25, 0.25), "in the top right corner": (0.75, 0.25),
     "in the bottom left corner": (0.25, 0.75), "in the bottom right corner": (0.75, 0.75),
 }
-SMALL, LARGE, ANY = (0.10, 0.15), (0.25, 0.32), (0.12, 0.28)  # half-extent / image size
+# Half-extent / image size. A small shape spans 4.5-5.8 latent pixels (of 16): smaller ones
+# lose their corners in the autoencoder.
+SMALL, LARGE, ANY = (0.14, 0.18), (0.25, 0.32), (0.14, 0.28)
+PAIR = (0.15, 0.20)  # each of two shapes, no size word
 
 
 def words():
@@ -49,7 +52,7 @@ def _scene(rng):
         colour = _pick(rng, [c for c in names if c not in used])
         used.add(colour)
         sz = _pick(rng, ["small", "large", ""]) if n == 1 else _pick(rng, ["small", ""])
-        lo, hi = {"small": SMALL, "large": LARGE, "": ANY if n == 1 else (0.11, 0.19)}[sz]
+        lo, hi = {"small": SMALL, "large": LARGE, "": ANY if n == 1 else PAIR}[sz]
         shapes.append(dict(shape=_pick(rng, SHAPES), colour=colour, size_word=sz,
                            r=float(rng.uniform(lo, hi)), rot=float(rng.uniform(-0.15, 0.15)),
                            pos=""))
