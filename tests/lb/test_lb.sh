@@ -110,7 +110,10 @@ for try in 1 2 3; do
 done
 [ -n "$ngx" ] || fail "nginx did not start"
 curl -sf "$lb/readyz" >/dev/null || fail "GET /readyz through nginx failed"
-curl -sf "$lb/" | grep -qi '<html' || fail "GET / (the web page) through nginx failed"
+# Into a variable first: with pipefail, `curl | grep -q` fails whenever grep has matched and
+# exited while curl is still writing the page.
+page=$(curl -sf "$lb/") && grep -qi '<html' <<<"$page" ||
+  fail "GET / (the web page) through nginx failed"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$lb/metrics")" = 404 ] ||
   fail "/metrics must not be served through the balancer"
 
