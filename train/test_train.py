@@ -388,6 +388,11 @@ class TestTraining(unittest.TestCase):
         self.assertEqual(data.one_shape_size("a red star"), "any")
         self.assertEqual(data.one_shape_size("a small red star and a blue circle"), None)
         self.assertTrue(0.5 < sum(w is not None for w in size.values()) / len(caps) < 0.7)
+        r, t = torch.tensor([0.05, 0.3, 0.3, 0.6]), torch.tensor([900, 100, 500, 100])
+        self.assertEqual(train.caption_drop(train.parse(TINY), r, t).tolist(),
+                         [True, False, False, False])
+        low = train.parse(TINY + ["--caption-dropout-low", "0.5", "--caption-dropout-low-t", "300"])
+        self.assertEqual(train.caption_drop(low, r, t).tolist(), [True, True, False, False])
         focus = torch.tensor([5, 9, 11])
         for k in range(5):
             idx = train.batch_indices(torch.Generator().manual_seed(k), 1000, focus, 32, 0.5)

@@ -559,6 +559,13 @@ def late_phases(a):
     return list(zip(to, start, n))
 
 
+def caption_drop(a, r, t):
+    """Which examples of a UNet batch lose their caption, from uniform draws r and timesteps t:
+    --caption-dropout, or --caption-dropout-low where t < --caption-dropout-low-t."""
+    low = torch.tensor(a.caption_dropout_low)
+    return r < torch.where(t < a.caption_dropout_low_t, low, torch.tensor(a.caption_dropout))
+
+
 def batch_indices(g, n, focus, size, frac):
     """size random indices of 0..n-1, of which round(frac * size) are drawn from focus only."""
     k = int(round(frac * size)) if len(focus) else 0
@@ -615,9 +622,10 @@ def stage_unet(run, cfgs, tok, vae, text_init=None):
             frac = a.unet_focus if i >= a.unet_focus_from else 0.0
             idx = batch_indices(g, lat.shape[0], focus, a.batch_unet, frac)
             x0, ids = lat[idx], ids_all[idx].clone()
-            drop = torch.rand(a.batch_unet, generator=g) < a.caption_dropout
-            ids[drop] = empty
+            r = torch.rand(a.batch_unet, generator=g)
             t = torch.randint(0, 1000, (a.batch_unet,), generator=g)
+            drop = caption_drop(a, r, t)
+            ids[drop] = empty
             eps = torch.randn(x0.shape, generator=g)
             if a.offset_noise > 0:  # hide the image mean at high noise: only the caption tells it
                 eps = eps + a.offset_noise * torch.randn(x0.shape[:2] + (1, 1), generator=g)
@@ -819,6 +827,10 @@ def parse(argv=None):
     ap.add_argument("--disc-weight", type=float, default=0.5)
     ap.add_argument("--cache", type=int, default=16000, help="latent cache size (examples)")
     ap.add_argument("--caption-dropout", type=float, default=0.1)
+    ap.add_argument("--caption-dropout-low", type=float, default=0.0,
+                    help="caption dropout of the UNet examples whose t < --caption-dropout-low-t "
+                    "(more unconditional training where the outline is settled)")
+    ap.add_argument("--caption-dropout-low-t", type=int, default=0)
     ap.add_argument("--loss-weight-cap", type=float, default=0.0,
                     help="UNet stage: 0 = plain epsilon MSE; C > 0 weights each example's "
                     "epsilon MSE by min(1/alphas_cumprod[t], C) (1/alphas_cumprod is the weight "
