@@ -131,13 +131,16 @@ def example(seed, i, size=128):
     return render(sc, size), sc["caption"], sc
 
 
+ONE_SHAPE_SIZES = ("small", "large", "any")  # what one_shape_size returns for one shape
+
+
 def one_shape_size(caption):
     """The size word of a one-shape caption ("small", "large", or "any" when it names none);
     None when it names two shapes."""
     if " and " in caption:
         return None
     w = caption.split()[1]
-    return w if w in ("small", "large") else "any"
+    return w if w in ONE_SHAPE_SIZES[:2] else "any"
 
 
 def caption(seed, i):

@@ -855,10 +855,10 @@ def parse(argv=None):
     ap.add_argument("--quiet", action="store_true", help="log to <ckpt>/log.jsonl only")
     a = ap.parse_args(argv)
     late_phases(a)  # checked here, before any stage runs
-    unknown = set(a.unet_focus_sizes.split(",")) - {"small", "large", "any"}
+    unknown = set(a.unet_focus_sizes.split(",")) - set(data.ONE_SHAPE_SIZES)
     if unknown:
         raise SystemExit(f"train.py: --unet-focus-sizes: unknown size word(s) "
-                         f"{', '.join(sorted(unknown))} (small, large, any)")
+                         f"{', '.join(sorted(unknown))} ({', '.join(data.ONE_SHAPE_SIZES)})")
     return a
 
 
