@@ -222,6 +222,26 @@ class TestArchitecturesMatchDiffusers(unittest.TestCase):
         ref = gi["latent_dist_mean"]
         self.assertLess((mom - ref).abs().max().item(), 5e-3 * ref.std().item())
 
+    def test_agree_loss(self):
+        m, g = self.sd, golden("c_controlnet_euler")
+        unet, text, ids, empty = m["unet"], m["text"], g["input_ids"], g["neg_input_ids"]
+        xt = torch.randn((3,) + tuple(g["unet_step0_input"].shape[1:]),
+                         generator=torch.Generator().manual_seed(3))
+        t, drop = torch.tensor([100, 500, 120]), torch.tensor([False, False, True])
+        pred = unet(xt, t, text(ids.expand(3, -1)))
+        a = train.parse(TINY + ["--cfg-agree", "2", "--cfg-agree-t", "300"])
+        with torch.no_grad():
+            la = train.agree_loss(a, unet, text, xt, t, pred, drop, empty)
+            want = ((pred[:1] - unet(xt[:1], t[:1], text(empty))) ** 2).mean()
+            self.assertGreater(want.item(), 0)
+            self.assertAlmostEqual(la.item(), want.item(), places=6)  # only example 0 counts
+            same = train.agree_loss(a, unet, text, xt, t, unet(xt, t, text(empty.expand(3, -1))),
+                                    drop, empty)
+            self.assertLess(same.item(), 1e-10)
+            self.assertIsNone(train.agree_loss(train.parse(TINY), unet, text, xt, t, pred, drop,
+                                               empty))
+            self.assertIsNone(train.agree_loss(a, unet, text, xt, t + 300, pred, drop, empty))
+
     def test_ddim_sampler_end_to_end(self):
         for case, model in (("a_ddim_red_circle", "tiny-sd"), ("v_vq_ddim_red_circle",
                                                                "tiny-ldm-vq")):
@@ -413,7 +433,8 @@ class TestTraining(unittest.TestCase):
                        "--clip-weight", "0.5", "--adherence-images", "0", "--warmup", "1",
                        "--lr-unet-late", "1e-5", "--lr-unet-late-from", "6",
                        "--lr-unet-decay-steps", "2", "--unet-focus", "0.5",
-                       "--unet-focus-from", "6", "--unet-focus-sizes", "small,large,any"]
+                       "--unet-focus-from", "6", "--unet-focus-sizes", "small,large,any",
+                       "--cfg-agree", "1", "--cfg-agree-t", "1000"]
         train.main(args + ["--steps-unet", "6"])  # the same budget: nothing to do
         self.assertEqual(torch.load(os.path.join(d, "unet.pt"))["step"], 6)
         train.main(args + ["--steps-unet", "9"])
@@ -426,6 +447,7 @@ class TestTraining(unittest.TestCase):
         self.assertEqual([r["step"] for r in recs if r.get("continued")], [6])
         self.assertEqual([r["lr"] for r in recs if "lr" in r and r["step"] > 6],
                          [1.55e-4, 1e-5, 1e-5])
+        self.assertTrue(all(r["agree_loss"] > 0 for r in recs if "lr" in r and r["step"] > 6))
         # the ControlNet trained on the step-6 UNet is not silently reused with this one
         shutil.copy(os.path.join(self.dir, "a", "controlnet.pt"), d)
         with self.assertRaises(SystemExit) as e:

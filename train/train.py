@@ -566,6 +566,18 @@ def caption_drop(a, r, t):
     return r < torch.where(t < a.caption_dropout_low_t, low, torch.tensor(a.caption_dropout))
 
 
+def agree_loss(a, unet, text, xt, t, pred, drop, empty):
+    """Mean squared difference of the captioned and the caption-less prediction for the
+    captioned examples with t < --cfg-agree-t (None if there are none). There the nearly clean
+    image tells what the caption would, so an exact model gives both branches the same
+    prediction; a gap is what classifier-free guidance multiplies."""
+    sel = ((t < a.cfg_agree_t) & ~drop).nonzero().flatten()
+    if a.cfg_agree <= 0 or len(sel) == 0:
+        return None
+    pred_u = unet(xt[sel], t[sel], text(empty.expand(len(sel), -1)))
+    return ((pred[sel] - pred_u) ** 2).mean()
+
+
 def batch_indices(g, n, focus, size, frac):
     """size random indices of 0..n-1, of which round(frac * size) are drawn from focus only."""
     k = int(round(frac * size)) if len(focus) else 0
@@ -640,6 +652,10 @@ def stage_unet(run, cfgs, tok, vae, text_init=None):
             else:
                 loss = F.mse_loss(pred, eps)
             info = dict(loss=round(loss.item(), 5), lr=float(f"{lr:.4g}"))
+            la = agree_loss(a, unet, text, xt, t, pred, drop, empty)
+            if la is not None:
+                loss = loss + a.cfg_agree * la
+                info["agree_loss"] = round(la.item(), 5)
             keep = (~drop & (idx < n_clip)).nonzero().flatten() if head else []
             if len(keep) >= 2:  # the batch's captioned examples the clip loss may see
                 ids_k = ids_pooled[idx[keep]]
@@ -831,6 +847,10 @@ def parse(argv=None):
                     help="caption dropout of the UNet examples whose t < --caption-dropout-low-t "
                     "(more unconditional training where the outline is settled)")
     ap.add_argument("--caption-dropout-low-t", type=int, default=0)
+    ap.add_argument("--cfg-agree", type=float, default=0.0,
+                    help="UNet: weight W of the squared difference between the captioned and "
+                    "the caption-less prediction, for captioned examples with t < --cfg-agree-t")
+    ap.add_argument("--cfg-agree-t", type=int, default=0)
     ap.add_argument("--loss-weight-cap", type=float, default=0.0,
                     help="UNet stage: 0 = plain epsilon MSE; C > 0 weights each example's "
                     "epsilon MSE by min(1/alphas_cumprod[t], C) (1/alphas_cumprod is the weight "
