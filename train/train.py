@@ -571,8 +571,10 @@ def agree_loss(a, unet, text, xt, t, pred, drop, empty):
     captioned examples with t < --cfg-agree-t (None if there are none). There the nearly clean
     image tells what the caption would, so an exact model gives both branches the same
     prediction; a gap is what classifier-free guidance multiplies."""
+    if a.cfg_agree <= 0:
+        return None
     sel = ((t < a.cfg_agree_t) & ~drop).nonzero().flatten()
-    if a.cfg_agree <= 0 or len(sel) == 0:
+    if len(sel) == 0:
         return None
     pred_u = unet(xt[sel], t[sel], text(empty.expand(len(sel), -1)))
     return ((pred[sel] - pred_u) ** 2).mean()
