@@ -264,6 +264,10 @@ TINY = ["--quiet", "--tiny", "--size", "64", "--threads", "1", "--ae-crop", "32"
         "--batch-clip", "8", "--cache", "64", "--disc-start", "2", "--eval-every", "3",
         "--eval-images", "2", "--adherence-images", "2", "--log-every", "1", "--lr-cn", "3e-3"]
 
+FULL = TINY + ["--steps-ae", "6", "--steps-dec", "6", "--steps-clip", "6", "--steps-unet", "6",
+               "--loss-weight-cap", "50", "--offset-noise", "0.25", "--clip-weight", "0.5",
+               "--loss-weight-cap-late", "8", "--loss-weight-late-from", "3", "--steps-cn", "6"]
+
 
 class TestTraining(unittest.TestCase):
     @classmethod
@@ -273,13 +277,7 @@ class TestTraining(unittest.TestCase):
         cls.out = os.path.join(cls.dir, "demo")
         # Full run: 6 AE steps (GAN from step 2), 6 decoder, 6 CLIP, 6 UNet (loss weighting with
         # the cap lowered from step 3, offset noise, the clip loss kept on), 6 ControlNet steps.
-        train.main(TINY + ["--ckpt", os.path.join(cls.dir, "a"), "--out", cls.out,
-                           "--steps-ae", "6", "--steps-dec", "6", "--steps-clip", "6",
-                           "--steps-unet", "6",
-                           "--loss-weight-cap", "50", "--offset-noise", "0.25",
-                           "--clip-weight", "0.5",
-                           "--loss-weight-cap-late", "8", "--loss-weight-late-from", "3",
-                           "--steps-cn", "6"])
+        train.main(FULL + ["--ckpt", os.path.join(cls.dir, "a"), "--out", cls.out])
 
     @classmethod
     def tearDownClass(cls):
@@ -357,6 +355,31 @@ class TestTraining(unittest.TestCase):
         self.assertEqual(set(pre), set(start))
         for k in pre:
             self.assertTrue(torch.equal(pre[k], start[k]), k)
+
+    def test_slim_checkpoint_trains_on_to_the_same_weights(self):
+        # The four finished stages of run a without the ControlNet, whole and slim: the
+        # ControlNet trained from either is the same, bit for bit.
+        whole, slim = os.path.join(self.dir, "w"), os.path.join(self.dir, "s")
+        os.makedirs(whole)
+        for f in ("ae.pt", "dec.pt", "latents.pt", "clip.pt", "unet.pt", "tokenizer"):
+            src = os.path.join(self.dir, "a", f)
+            (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(whole, f))
+        train.main(["--ckpt", whole, "--slim", slim])
+        size = {d: sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)
+                       if f.endswith(".pt")) for d in (whole, slim)}
+        self.assertLess(size[slim], size[whole] / 2)
+        self.assertNotIn("latents.pt", os.listdir(slim))
+        self.assertNotIn("vae", torch.load(os.path.join(slim, "ae.pt")))
+        for d in (whole, slim):
+            train.main(FULL + ["--ckpt", d, "--no-export", "--adherence-images", "0"])
+        cn = [torch.load(os.path.join(d, "controlnet.pt")) for d in (whole, slim)]
+        self.assertEqual([c["step"] for c in cn], [6, 6])
+        for k, v in cn[0]["cn"].items():
+            self.assertTrue(torch.equal(v, cn[1]["cn"][k]), k)
+        self.assertEqual(cn[0]["curve"], cn[1]["curve"])
+        with self.assertRaises(SystemExit) as e:  # no optimiser state to continue with
+            train.main(FULL + ["--ckpt", slim, "--no-export", "--steps-unet", "7"])
+        self.assertIn("slim", str(e.exception))
 
     def test_resume_gives_same_weights(self):
         # 3 AE steps, stop, resume to 6: the same weights as 6 steps in one go.

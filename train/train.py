@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -116,6 +117,34 @@ class Run:
                                              + step)
 
 
+def slim(src, dst):
+    """Copy checkpoint folder src to dst with the finished stages cut to what the later stages
+    read (a training run resumed from dst gives the same weights): no optimiser or
+    discriminator states, the UNet's EMA weights only, no autoencoder weights in ae.pt when
+    dec.pt is finished (it holds the whole autoencoder), and no latent cache (rebuilt, the same
+    bits, in minutes). Unfinished stages are copied whole. A slim stage cannot continue with a
+    larger budget."""
+    os.makedirs(dst, exist_ok=True)
+    shutil.copytree(os.path.join(src, "tokenizer"), os.path.join(dst, "tokenizer"),
+                    dirs_exist_ok=True)
+    for f in ("log.jsonl", "controlnet_curve.png", "controlnet_curve.csv"):
+        if os.path.exists(os.path.join(src, f)):
+            shutil.copy(os.path.join(src, f), dst)
+    dec = torch.load(os.path.join(src, "dec.pt")) if os.path.exists(
+        os.path.join(src, "dec.pt")) else {}
+    drop = dict(ae=["disc", "opt_g", "opt_d"] + (["vae"] if dec.get("done") else []),
+                dec=["opt"], clip=["opt"], unet=["opt", "text", "unet"], controlnet=["opt"])
+    for stage, keys in drop.items():
+        p = os.path.join(src, stage + ".pt")
+        if not os.path.exists(p):
+            continue
+        st = torch.load(p)
+        if st["done"]:
+            st = {k: v for k, v in st.items() if k not in keys}
+            st["slim"] = True
+        torch.save(st, os.path.join(dst, stage + ".pt"))
+
+
 def get_tokenizer(run):
     d = os.path.join(run.a.ckpt, "tokenizer")
     if os.path.exists(os.path.join(d, "merges.txt")):
@@ -153,6 +182,8 @@ def _continue_if_raised(run, stage, state, max_steps, minutes):
     """A finished stage runs again, from where it stopped, when its budget has been raised
     (only for stages whose successors notice: the ControlNet checks the UNet's step)."""
     if state["done"] and state["step"] < max_steps and state["elapsed"] < minutes * 60:
+        if state.get("slim"):
+            raise SystemExit(f"{stage}.pt is slim (no optimiser state): it cannot continue")
         state["done"] = False
         run.log(stage, continued=True, step=state["step"])
 
@@ -181,8 +212,11 @@ def stage_ae(run, cfgs):
     opt_g = torch.optim.Adam(vae.parameters(), lr=a.lr_ae, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=a.lr_ae, betas=(0.5, 0.9))
     st = run.load("ae") or dict(step=0, elapsed=0.0, done=False)
+    if "vae" not in st and st.get("slim"):  # the decoder stage's holds the whole autoencoder
+        st["vae"] = run.load("dec")["vae"]
     if "vae" in st:
         vae.load_state_dict(st["vae"])
+    if "opt_g" in st:
         disc.load_state_dict(st["disc"])
         opt_g.load_state_dict(st["opt_g"])
         opt_d.load_state_dict(st["opt_d"])
@@ -290,6 +324,7 @@ def stage_decoder(run, vae):
     st = run.load("dec") or dict(step=0, elapsed=0.0, done=False)
     if "vae" in st:
         vae.load_state_dict(st["vae"])
+    if "opt" in st:
         opt.load_state_dict(st["opt"])
     if not st["done"]:
         lat, _ = latent_cache(run, vae)
@@ -482,6 +517,7 @@ def stage_clip(run, cfgs, tok, vae):
     if "text" in st:
         text.load_state_dict(st["text"])
         head.load_parts(st)
+    if "opt" in st:
         opt.load_state_dict(st["opt"])
     if not st["done"]:
         lat, caps = latent_cache(run, vae)
@@ -609,10 +645,11 @@ def stage_unet(run, cfgs, tok, vae, text_init=None):
         params += head.param_list()
     opt = torch.optim.AdamW(params, lr=a.lr_unet, weight_decay=0.01)
     ema_t, ema_u = EMA(text, a.ema), EMA(unet, a.ema)
-    if "unet" in st:
+    if "opt" in st:  # a slim finished stage has only the EMA weights
         text.load_state_dict(st["text"])
         unet.load_state_dict(st["unet"])
         opt.load_state_dict(st["opt"])
+    if "ema_unet" in st:
         ema_t.shadow, ema_u.shadow = st["ema_text"], st["ema_unet"]
     _continue_if_raised(run, "unet", st, a.steps_unet, a.minutes_unet)
     if not st["done"]:
@@ -875,6 +912,9 @@ def parse(argv=None):
     ap.add_argument("--ckpt-minutes", type=float, default=5)
     ap.add_argument("--no-export", action="store_true")
     ap.add_argument("--quiet", action="store_true", help="log to <ckpt>/log.jsonl only")
+    ap.add_argument("--slim", metavar="DIR",
+                    help="only copy --ckpt to DIR with its finished stages cut to what the "
+                    "later stages read (no optimiser states; about a third of the size)")
     a = ap.parse_args(argv)
     late_phases(a)  # checked here, before any stage runs
     unknown = set(a.unet_focus_sizes.split(",")) - set(data.ONE_SHAPE_SIZES)
@@ -886,6 +926,8 @@ def parse(argv=None):
 
 def main(argv=None):
     a = parse(argv)
+    if a.slim:
+        return slim(a.ckpt, a.slim)
     torch.set_num_threads(a.threads)
     run = Run(a)
     # paths relative to the working directory: logs are kept in the repository
