@@ -159,12 +159,17 @@ class Attention(nn.Module):
     def forward(self, x, ctx=None):
         ctx = x if ctx is None else ctx
         b, n, d = x.shape
-        hd = d // self.heads
-        q = self.to_q(x).view(b, n, self.heads, hd).transpose(1, 2)
-        k = self.to_k(ctx).view(b, -1, self.heads, hd).transpose(1, 2)
-        v = self.to_v(ctx).view(b, -1, self.heads, hd).transpose(1, 2)
-        w = torch.softmax((q @ k.transpose(-1, -2)) * hd ** -0.5, dim=-1)
-        return self.to_out[0]((w @ v).transpose(1, 2).reshape(b, n, d))
+        h = self.heads
+        hd = d // h
+
+        def heads(t):  # (b, m, d) -> (b * heads, m, hd)
+            return t.view(b, -1, h, hd).transpose(1, 2).reshape(b * h, -1, hd)
+
+        q, k, v = heads(self.to_q(x)), heads(self.to_k(ctx)), heads(self.to_v(ctx))
+        # the scale inside the product (as diffusers' baddbmm): no pass over the n x n scores
+        w = torch.baddbmm(q.new_empty(1, 1, 1), q, k.transpose(1, 2), beta=0, alpha=hd ** -0.5)
+        o = torch.bmm(w.softmax(dim=-1), v)
+        return self.to_out[0](o.view(b, h, n, hd).transpose(1, 2).reshape(b, n, d))
 
 
 class GEGLU(nn.Module):
