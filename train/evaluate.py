@@ -145,7 +145,7 @@ class Tally:
 
     def add(self, img, scene):
         c = classify(img)
-        ok, got = score(img, scene, c), c["shape"]
+        ok, got = score(img, scene, c), c["shape"] or "nothing"  # no foreground found
         self.n += 1
         for key, v in ok.items():
             self.right[key] += v

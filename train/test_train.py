@@ -139,6 +139,11 @@ class TestShapeMeasure(unittest.TestCase):
         for s in ("square", "triangle", "star"):
             self.assertEqual(set(t.drawn[s]), {"circle"}, rep)
             self.assertIn(f"{s} -> circle {sum(t.drawn[s].values())}", rep)
+        # an image with no shape on it is reported as such
+        cap, sc = evaluate.single_shape_captions(1)[0]
+        t.add(data.render(dict(sc, shapes=[]), 128), sc)
+        self.assertIn(f"{sc['shapes'][0]['shape']} -> ", t.shape_report())
+        self.assertIn("nothing 1", t.shape_report())
 
     def test_classify_ignores_stray_blobs(self):
         # A large shape plus a 5x5 blob of another colour in the corner farthest from it:
