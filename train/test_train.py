@@ -273,6 +273,8 @@ FULL = TINY + ["--steps-ae", "6", "--steps-dec", "6", "--steps-clip", "6", "--st
                "--loss-weight-cap", "50", "--offset-noise", "0.25", "--clip-weight", "0.5",
                "--loss-weight-cap-late", "8", "--loss-weight-late-from", "3", "--steps-cn", "6"]
 
+FINISHED_TO_UNET = ("ae.pt", "dec.pt", "latents.pt", "clip.pt", "unet.pt", "tokenizer")
+
 
 class TestTraining(unittest.TestCase):
     @classmethod
@@ -287,6 +289,15 @@ class TestTraining(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.tmp.cleanup()
+
+    def copy_run(self, name, *files):
+        """A new checkpoint folder `name` holding copies of the full run's `files`."""
+        d = os.path.join(self.dir, name)
+        os.makedirs(d)
+        for f in files:
+            src = os.path.join(self.dir, "a", f)
+            (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(d, f))
+        return d
 
     def test_log_and_curve(self):
         with open(os.path.join(self.dir, "a", "log.jsonl")) as f:
@@ -348,11 +359,7 @@ class TestTraining(unittest.TestCase):
         self.assertEqual(len({w for r, p, w in seen if r == 0}), 3)
 
     def test_unet_stage_starts_from_clip_text_encoder(self):
-        c = os.path.join(self.dir, "c")
-        os.makedirs(c)
-        for f in ("ae.pt", "dec.pt", "latents.pt", "clip.pt", "tokenizer"):
-            src = os.path.join(self.dir, "a", f)
-            (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(c, f))
+        c = self.copy_run("c", "ae.pt", "dec.pt", "latents.pt", "clip.pt", "tokenizer")
         train.main(TINY + ["--ckpt", c, "--steps-clip", "6", "--steps-unet", "0",
                            "--stages", "ae,dec,clip,unet", "--no-export"])
         pre = torch.load(os.path.join(c, "clip.pt"))["text"]
@@ -364,11 +371,7 @@ class TestTraining(unittest.TestCase):
     def test_slim_checkpoint_trains_on_to_the_same_weights(self):
         # The four finished stages of run a without the ControlNet, whole and slim: the
         # ControlNet trained from either is the same, bit for bit.
-        whole, slim = os.path.join(self.dir, "w"), os.path.join(self.dir, "s")
-        os.makedirs(whole)
-        for f in ("ae.pt", "dec.pt", "latents.pt", "clip.pt", "unet.pt", "tokenizer"):
-            src = os.path.join(self.dir, "a", f)
-            (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(whole, f))
+        whole, slim = self.copy_run("w", *FINISHED_TO_UNET), os.path.join(self.dir, "s")
         train.main(["--ckpt", whole, "--slim", slim])
         size = {d: sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)
                        if f.endswith(".pt") and f != "latents.pt") for d in (whole, slim)}
@@ -450,11 +453,7 @@ class TestTraining(unittest.TestCase):
                              .tolist()) <= {5, 9, 11})
 
     def test_finished_unet_and_controlnet_stages_continue_with_a_larger_budget(self):
-        d = os.path.join(self.dir, "d")
-        os.makedirs(d)
-        for f in ("ae.pt", "dec.pt", "latents.pt", "clip.pt", "unet.pt", "tokenizer"):
-            src = os.path.join(self.dir, "a", f)
-            (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(d, f))
+        d = self.copy_run("d", *FINISHED_TO_UNET)
         before = torch.load(os.path.join(d, "unet.pt"))
         args = TINY + ["--ckpt", d, "--stages", "ae,dec,clip,unet", "--no-export",
                        "--clip-weight", "0.5", "--adherence-images", "0", "--warmup", "1",

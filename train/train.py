@@ -110,30 +110,29 @@ class Run:
                                              + step)
 
 
-def slim(src, dst):
-    """Copy checkpoint folder src to dst with the finished stages cut to what the later stages
-    read (a training run resumed from dst gives the same weights): no optimiser or
+def slim(run, dst):
+    """Copy run's checkpoint folder to dst with the finished stages cut to what the later
+    stages read (a training run resumed from dst gives the same weights): no optimiser or
     discriminator states, the UNet's EMA weights only, and no autoencoder weights in ae.pt when
     dec.pt is finished (it holds the whole autoencoder). The latent cache is copied (building
     it takes 20 minutes). Unfinished stages are copied whole. A slim stage cannot continue with
     a larger budget."""
+    src = run.a.ckpt
     os.makedirs(dst, exist_ok=True)
     shutil.copytree(os.path.join(src, "tokenizer"), os.path.join(dst, "tokenizer"),
                     dirs_exist_ok=True)
     for f in ("log.jsonl", "latents.pt", "controlnet_curve.png", "controlnet_curve.csv"):
         if os.path.exists(os.path.join(src, f)):
             shutil.copy(os.path.join(src, f), dst)
-    dec = torch.load(os.path.join(src, "dec.pt")) if os.path.exists(
-        os.path.join(src, "dec.pt")) else {}
-    drop = dict(ae=["disc", "opt_g", "opt_d"] + (["vae"] if dec.get("done") else []),
+    states = {s: run.load(s) for s in ("ae", "dec", "clip", "unet", "controlnet")}
+    dec_done = bool(states["dec"] and states["dec"]["done"])
+    drop = dict(ae=["disc", "opt_g", "opt_d"] + (["vae"] if dec_done else []),
                 dec=["opt"], clip=["opt"], unet=["opt", "text", "unet"], controlnet=["opt"])
-    for stage, keys in drop.items():
-        p = os.path.join(src, stage + ".pt")
-        if not os.path.exists(p):
+    for stage, st in states.items():
+        if st is None:
             continue
-        st = torch.load(p)
         if st["done"]:
-            st = {k: v for k, v in st.items() if k not in keys}
+            st = {k: v for k, v in st.items() if k not in drop[stage]}
             st["slim"] = True
         torch.save(st, os.path.join(dst, stage + ".pt"))
 
@@ -919,10 +918,10 @@ def parse(argv=None):
 
 def main(argv=None):
     a = parse(argv)
-    if a.slim:
-        return slim(a.ckpt, a.slim)
-    torch.set_num_threads(a.threads)
     run = Run(a)
+    if a.slim:
+        return slim(run, a.slim)
+    torch.set_num_threads(a.threads)
     # paths relative to the working directory: logs are kept in the repository
     run.log("start", args=dict(vars(a), ckpt=os.path.relpath(a.ckpt), out=os.path.relpath(a.out)))
     tok = get_tokenizer(run)
