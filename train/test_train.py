@@ -276,6 +276,22 @@ FULL = TINY + ["--steps-ae", "6", "--steps-dec", "6", "--steps-clip", "6", "--st
 FINISHED_TO_UNET = ("ae.pt", "dec.pt", "latents.pt", "clip.pt", "unet.pt", "tokenizer")
 
 
+class TestConfigs(unittest.TestCase):
+    """Model configs from the command line."""
+
+    def test_unet_attn_levels(self):
+        u = train.configs(train.parse(["--unet-attn", "0,1,1"]), 600)["unet"]
+        self.assertEqual(u["down_block_types"], ["DownBlock2D", "CrossAttnDownBlock2D",
+                                                 "CrossAttnDownBlock2D"])
+        self.assertEqual(u["up_block_types"], ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
+                                               "UpBlock2D"])
+        u = train.configs(train.parse([]), 600)["unet"]  # the shipped model's levels
+        self.assertEqual(u["down_block_types"][2], "DownBlock2D")
+        for bad in ("1,1", "1,2,0", "yes,no,no"):
+            with self.assertRaises(SystemExit):
+                train.configs(train.parse(["--unet-attn", bad]), 600)
+
+
 class TestTraining(unittest.TestCase):
     @classmethod
     def setUpClass(cls):

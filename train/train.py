@@ -73,8 +73,16 @@ def configs(a, vocab_size):
         vae=export.vae_config(a.ae, (32, 64, 128, 128), n_embed=256, sample_size=a.size),
         text=export.text_config(vocab_size, hidden=128, layers=3, heads=4, inter=512),
         unet=export.unet_config((64, 128, 128), cross_dim=128, heads=4, sample_size=a.size // 8,
-                                attn=(True, True, False)),
+                                attn=unet_attn(a)),
         cn_emb=(16, 32, 96, 256))
+
+
+def unet_attn(a):
+    """--unet-attn "0,1,1": which UNet levels (highest resolution first) have transformers."""
+    attn = tuple(x == "1" for x in a.unet_attn.split(","))
+    if len(attn) != 3 or not set(a.unet_attn.split(",")) <= {"0", "1"}:
+        raise SystemExit("train.py: --unet-attn: three of 0/1, e.g. 1,1,0")
+    return attn
 
 
 class Run:
@@ -868,6 +876,8 @@ def parse(argv=None):
     ap.add_argument("--unet-focus-from", type=int, default=0)
     ap.add_argument("--unet-focus-sizes", default="large,any",
                     help="size words of --unet-focus (small, large, any = none named)")
+    ap.add_argument("--unet-attn", default="1,1,0",
+                    help="transformers at the UNet levels 16x16,8x8,4x4 (1 = CrossAttn block)")
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--disc-start", type=int, default=2000)
