@@ -16,11 +16,12 @@ Canny, edge F1) and train/evaluate.py's colour/shape classifier.
 - ControlNet: Canny maps of held-aside shape images; the output's Canny edges agree with the
   map (F1, 2-pixel tolerance) >= 0.6 on average, and at least 0.2 above the same prompt and seed
   without the ControlNet;
+- the model folder is under 30 MB (30,000,000 bytes) in total;
 - the same prompt and seed give the same PNG bytes; `sdserve generate` and `sdserve serve` with
   no --model take the demo model (and its controlnet/), and draw the same image.
 
 Usage: test_demo.py SDSERVE [--targets [-n N] [--control-images N]] [--model DIR]
-Without --targets (what CI runs): determinism and the no---model defaults. With --targets: also
+Without --targets (what CI runs): size, determinism and the no---model defaults. With --targets: also
 the adherence, CFG and ControlNet targets (N images per adherence run, default 48). Another
 --model skips the default-model checks.
 """
@@ -190,6 +191,10 @@ def targets(run, c, n, maps):
             f"{m_plain:.3f} + 0.2")
 
 
+def folder_bytes(path):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("sdserve")
@@ -205,6 +210,8 @@ def main():
         print("0 passed, 1 failed")
         return 1
     c = Checks()
+    size = folder_bytes(a.model)
+    c.check(size < 30_000_000, f"the model folder is under 30 MB ({size:,} bytes)")
     with tempfile.TemporaryDirectory() as tmp:
         run = Runner(os.path.abspath(a.sdserve), tmp, a.model, a.sampler)
         maps = control_maps(run, a.control_images if a.targets else 1)
