@@ -79,10 +79,10 @@ def configs(a, vocab_size):
 
 def unet_attn(a):
     """--unet-attn "0,1,1": which UNet levels (highest resolution first) have transformers."""
-    attn = tuple(x == "1" for x in a.unet_attn.split(","))
-    if len(attn) != 3 or not set(a.unet_attn.split(",")) <= {"0", "1"}:
+    parts = a.unet_attn.split(",")
+    if len(parts) != 3 or not set(parts) <= {"0", "1"}:
         raise SystemExit("train.py: --unet-attn: three of 0/1, e.g. 1,1,0")
-    return attn
+    return tuple(x == "1" for x in parts)
 
 
 class Run:
@@ -877,7 +877,8 @@ def parse(argv=None):
     ap.add_argument("--unet-focus-sizes", default="large,any",
                     help="size words of --unet-focus (small, large, any = none named)")
     ap.add_argument("--unet-attn", default="1,1,0",
-                    help="transformers at the UNet levels 16x16,8x8,4x4 (1 = CrossAttn block)")
+                    help="transformers at the UNet levels 16x16,8x8,4x4 (1 = CrossAttn block; "
+                         "the full model only, --tiny has its own)")
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--disc-start", type=int, default=2000)

@@ -21,9 +21,9 @@ Canny, edge F1) and train/evaluate.py's colour/shape classifier.
   no --model take the demo model (and its controlnet/), and draw the same image.
 
 Usage: test_demo.py SDSERVE [--targets [-n N] [--control-images N]] [--model DIR]
-Without --targets (what CI runs): size, determinism and the no---model defaults. With --targets: also
-the adherence, CFG and ControlNet targets (N images per adherence run, default 48). Another
---model skips the default-model checks.
+Without --targets (what CI runs): size, determinism and the no---model defaults. With
+--targets: also the adherence, CFG and ControlNet targets (N images per adherence run, default
+48). Another --model skips the default-model checks.
 """
 import argparse
 import base64
