@@ -919,7 +919,8 @@ def parse(argv=None):
                     help="only copy --ckpt to DIR with its finished stages cut to what the "
                     "later stages read (no optimiser states)")
     a = ap.parse_args(argv)
-    late_phases(a)  # checked here, before any stage runs
+    late_phases(a)  # checked here, before any stage runs (or the log's start line)
+    unet_attn(a)
     unknown = set(a.unet_focus_sizes.split(",")) - set(data.ONE_SHAPE_SIZES)
     if unknown:
         raise SystemExit(f"train.py: --unet-focus-sizes: unknown size word(s) "
